@@ -1,0 +1,69 @@
+"""The ``erc`` command line: thin wrappers that parse, call library functions and print.
+
+Every user mistake surfaces as :class:`erc.errors.UserError`, printed as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from erc.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Multimodal emotion recognition in conversations: extract features once, train heads fast.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect and check feature caches.")
+list_app = typer.Typer(no_args_is_help=True, help="List registered datasets, encoders and heads.")
+app.add_typer(cache_app, name="cache")
+app.add_typer(list_app, name="list")
+
+
+def _register() -> None:
+    from erc import cli_cache, cli_extract, cli_list
+
+    app.command("extract")(cli_extract.extract)
+    cache_app.command("info")(cli_cache.info)
+    cache_app.command("verify")(cli_cache.verify)
+    list_app.command("encoders")(cli_list.encoders)
+    list_app.command("datasets")(cli_list.datasets)
+    list_app.command("heads")(cli_list.heads)
+    try:
+        from erc import cli_train
+    except ImportError:  # stage 2 not installed in this build
+        return
+    for name in ("train_head", "ablate", "report", "predict"):
+        fn = getattr(cli_train, name, None)
+        if fn is not None:
+            app.command(name.replace("_", "-"))(fn)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``erc`` console script."""
+    try:
+        app(args=argv, prog_name="erc", standalone_mode=False)
+    except UserError as e:
+        print(f"erc: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("erc: interrupted; finished work is saved, re-run the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click's usage errors
+        import click
+
+        if isinstance(e, click.exceptions.Abort):
+            print("erc: interrupted; finished work is saved, re-run the same command to resume", file=sys.stderr)
+            sys.exit(130)
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""``erc extract``: dataset -> encoders -> HDF5 feature cache."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from erc.config import parse_assignments
+from erc.errors import UserError
+
+SCOPES = ("dataset", "text", "audio", "video")
+
+
+def split_settings(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """``["text.pooling=cls", "dataset.classes=4"]`` -> ``{"text": {"pooling": "cls"}, ...}``."""
+    out: dict[str, dict[str, str]] = {s: {} for s in SCOPES}
+    for key, value in parse_assignments(items).items():
+        scope, _, name = key.partition(".")
+        if scope not in SCOPES or not name:
+            raise UserError(f"--set keys look like <{'|'.join(SCOPES)}>.<field>=value; got {key!r}")
+        out[scope][name] = value
+    return out
+
+
+def default_out(dataset: str) -> Path:
+    return Path("features") / f"{dataset}.h5"
+
+
+def extract(
+    dataset: str = typer.Option("demo", help="iemocap | meld | manifest | demo (see `erc list datasets`)"),
+    root: Optional[str] = typer.Option(None, help="Dataset folder (or manifest file). demo: where to write it."),
+    text: str = typer.Option("minilm", help="Text encoder name, HF model id or path, or none."),
+    audio: str = typer.Option("mel", help="Audio encoder name, HF model id or path, or none."),
+    video: str = typer.Option("faces", help="Video encoder name, or none."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Options, e.g. text.pooling=cls, "
+                                             "text.context=3, video.frames=15, dataset.classes=4. Repeatable."),
+    out: Optional[Path] = typer.Option(None, help="Cache file (default features/<dataset>.h5)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (fp16 on cuda)."),
+    workers: int = typer.Option(2, min=1, help="Threads decoding media ahead of the encoder."),
+    force: bool = typer.Option(False, help="Re-extract groups that are already up to date."),
+    overwrite: bool = typer.Option(False, help="Replace a cache of another dataset at --out."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Run the encoders over a dataset once and cache per-utterance features in one HDF5 file."""
+    from erc.extract.datasets import load_dataset
+    from erc.extract.encoders import build_encoder
+    from erc.extract.run import RunConfig
+    from erc.extract.summary import print_summary, run_with_progress
+
+    console = Console(stderr=True)
+    settings = split_settings(set_)
+    encoders = [e for e in (build_encoder("text", text, settings["text"]),
+                            build_encoder("audio", audio, settings["audio"]),
+                            build_encoder("video", video, settings["video"])) if e is not None]
+    if not encoders:
+        raise UserError("nothing to extract: --text, --audio and --video are all none")
+    corpus = load_dataset(dataset, root, settings["dataset"])
+    out = out or default_out(dataset)
+    command = "erc extract " + shlex.join(_canonical_args(dataset, root, text, audio, video, set_, out))
+    console.print(f"[bold]{corpus.name}[/]: {len(corpus.utterances)} utterances in "
+                  f"{len(corpus.dialogues())} dialogues -> {out}")
+    cfg = RunConfig(device=device, workers=workers, force=force, overwrite=overwrite)
+    summaries = run_with_progress(corpus, encoders, out, cfg, command, console, quiet=quiet)
+    print_summary(summaries, out, console)
+
+
+def _canonical_args(dataset: str, root: str | None, text: str, audio: str, video: str,
+                    set_: list[str] | None, out: Path) -> list[str]:
+    args = ["--dataset", dataset]
+    if root:
+        args += ["--root", root]
+    args += ["--text", text, "--audio", audio, "--video", video]
+    for s in set_ or []:
+        args += ["--set", s]
+    return args + ["--out", str(out)]

@@ -1,0 +1,17 @@
+"""Errors that describe a user mistake: the CLI prints them as one line and exits non-zero."""
+
+
+class UserError(Exception):
+    """A mistake in the user's input (paths, names, options). Printed without a traceback."""
+
+
+class WeightsMissing(UserError):
+    """Pretrained weights are not available locally."""
+
+
+class MediaError(Exception):
+    """One utterance's media could not be read; recorded per utterance, the run goes on."""
+
+
+class MediaMissing(MediaError):
+    """The utterance has no media of this modality (no path, or the file does not exist)."""

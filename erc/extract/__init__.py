@@ -1,0 +1,1 @@
+"""Stage 1: datasets -> encoders -> the HDF5 feature cache."""

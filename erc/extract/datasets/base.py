@@ -1,0 +1,75 @@
+"""The data model shared by every dataset adapter: utterances in dialogue order."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Literal
+
+SPLITS = ("train", "dev", "test")
+
+Region = Literal["left", "right"]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One utterance of a dialogue.
+
+    ``audio`` / ``video`` are paths (absolute or relative to the working directory) or None when
+    the dataset has no such media. ``start`` / ``end`` are seconds inside a longer file (None: the
+    whole file). ``video_region`` selects the half of a side-by-side frame that shows the speaker
+    (IEMOCAP); None keeps the whole frame.
+    """
+
+    utterance_id: str
+    dialogue_id: str
+    turn: int
+    speaker: str
+    text: str
+    label: str
+    split: str
+    audio: str | None = None
+    video: str | None = None
+    start: float | None = None
+    end: float | None = None
+    video_region: Region | None = None
+
+
+@dataclass
+class Corpus:
+    """A dataset read from disk: its class list (in label-index order) and its utterances.
+
+    ``utterances`` are grouped by dialogue and ordered by turn inside each dialogue.
+    """
+
+    name: str
+    labels: list[str]
+    utterances: list[Utterance]
+    root: str = ""
+    options: dict[str, object] = field(default_factory=dict)
+
+    def dialogues(self) -> dict[str, list[Utterance]]:
+        """Dialogue id -> its utterances in turn order (insertion order of first appearance)."""
+        out: dict[str, list[Utterance]] = {}
+        for u in self.utterances:
+            out.setdefault(u.dialogue_id, []).append(u)
+        return out
+
+    def manifest_hash(self) -> str:
+        """A hash of what identifies the utterance table (ids, dialogue, turn, speaker, label, split,
+        text). Two corpora with the same hash produce caches that can be merged."""
+        h = hashlib.sha256()
+        for u in self.utterances:
+            row = [u.utterance_id, u.dialogue_id, u.turn, u.speaker, u.label, u.split, u.text]
+            h.update(json.dumps(row).encode())
+            h.update(b"\n")
+        h.update(json.dumps(self.labels).encode())
+        return h.hexdigest()[:16]
+
+
+def utterance_dicts(utterances: list[Utterance]) -> list[dict[str, object]]:
+    return [asdict(u) for u in utterances]
+
+
+Loader = Callable[..., Corpus]
