@@ -44,25 +44,10 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``erc`` console script."""
     try:
-        app(args=argv, prog_name="erc", standalone_mode=False)
+        app(args=argv, prog_name="erc")
     except UserError as e:
         print(f"erc: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("erc: interrupted; finished work is saved, re-run the same command to resume", file=sys.stderr)
-        sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.exceptions.Abort):
-            print("erc: interrupted; finished work is saved, re-run the same command to resume", file=sys.stderr)
-            sys.exit(130)
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -51,7 +51,11 @@ def extract(
     from erc.extract.run import RunConfig
     from erc.extract.summary import print_summary, run_with_progress
 
+    from erc.extract.datasets import DATASETS
+
     console = Console(stderr=True)
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
     settings = split_settings(set_)
     encoders = [e for e in (build_encoder("text", text, settings["text"]),
                             build_encoder("audio", audio, settings["audio"]),
@@ -64,7 +68,11 @@ def extract(
     console.print(f"[bold]{corpus.name}[/]: {len(corpus.utterances)} utterances in "
                   f"{len(corpus.dialogues())} dialogues -> {out}")
     cfg = RunConfig(device=device, workers=workers, force=force, overwrite=overwrite)
-    summaries = run_with_progress(corpus, encoders, out, cfg, command, console, quiet=quiet)
+    try:
+        summaries = run_with_progress(corpus, encoders, out, cfg, command, console, quiet=quiet)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: finished batches are saved; re-run the same command to resume")
+        raise typer.Exit(130) from None
     print_summary(summaries, out, console)
 
 

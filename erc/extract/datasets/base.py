@@ -18,8 +18,9 @@ class Utterance:
 
     ``audio`` / ``video`` are paths (absolute or relative to the working directory) or None when
     the dataset has no such media. ``start`` / ``end`` are seconds inside a longer file (None: the
-    whole file). ``video_region`` selects the half of a side-by-side frame that shows the speaker
-    (IEMOCAP); None keeps the whole frame.
+    whole file) and apply to both media, unless ``video_start`` / ``video_end`` give the video its
+    own segment (IEMOCAP: one wav per utterance, one avi per dialogue). ``video_region`` selects the
+    half of a side-by-side frame that shows the speaker (IEMOCAP); None keeps the whole frame.
     """
 
     utterance_id: str
@@ -34,6 +35,14 @@ class Utterance:
     start: float | None = None
     end: float | None = None
     video_region: Region | None = None
+    video_start: float | None = None
+    video_end: float | None = None
+
+    def segment(self, modality: str) -> tuple[float | None, float | None]:
+        """(start, end) seconds of this utterance inside its ``modality`` file."""
+        if modality == "video" and (self.video_start is not None or self.video_end is not None):
+            return self.video_start, self.video_end
+        return self.start, self.end
 
 
 @dataclass

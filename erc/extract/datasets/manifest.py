@@ -1,0 +1,185 @@
+"""Manifest adapter: any dataset as a CSV or JSONL file with the ``Utterance`` columns.
+
+Required columns: ``dialogue_id, utterance_id, text, label, split``. Optional: ``turn`` (default:
+order within the dialogue), ``speaker`` (default ""), ``audio``, ``video``, ``start``, ``end``,
+``video_region``. Relative media paths resolve against the manifest file's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from erc.config import apply_overrides
+from erc.errors import UserError
+from erc.extract.datasets.base import Corpus, Utterance
+from erc.extract.datasets.iemocap import LABELS6 as IEMOCAP_LABELS
+from erc.extract.datasets.meld import MELD_LABELS
+
+REQUIRED = ("dialogue_id", "utterance_id", "text", "label", "split")
+SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
+                 "validation": "dev", "test": "test", "testing": "test"}
+REGIONS = {"left", "right"}
+
+
+@dataclass(frozen=True)
+class ManifestOptions:
+    """Options of the manifest adapter (``--set dataset.<key>=<value>``)."""
+
+    labels: str = ""
+
+
+def _read_csv(path: Path) -> list[dict[str, object]]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames:
+                reader.fieldnames = [h.strip() for h in reader.fieldnames]
+            return [dict(r) for r in reader]
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise UserError(f"manifest {path} could not be read as UTF-8 CSV: {exc}") from None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, object]]:
+    rows = []
+    with path.open(encoding="utf-8-sig") as fh:
+        for i, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"manifest {path} line {i} is not valid JSON: {exc.msg}") from None
+            if not isinstance(row, dict):
+                raise UserError(f"manifest {path} line {i} is not a JSON object")
+            rows.append(row)
+    return rows
+
+
+def read_rows(path: Path) -> list[dict[str, object]]:
+    """The rows of a ``.csv`` / ``.jsonl`` manifest; a missing, empty or unknown file is a UserError."""
+    if not path.is_file():
+        raise UserError(f"manifest {path} does not exist (--root must be a .csv or .jsonl file)")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        rows = _read_csv(path)
+    elif suffix in (".jsonl", ".ndjson"):
+        rows = _read_jsonl(path)
+    else:
+        raise UserError(f"manifest {path} has unknown extension {path.suffix!r}; use .csv or .jsonl")
+    if not rows:
+        raise UserError(f"manifest {path} is empty: no utterance rows")
+    return rows
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
+def _float(value: object, where: str) -> float | None:
+    if _blank(value):
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UserError(f"{where} must be a number, got {value!r}") from None
+
+
+def _media(value: object, base: Path) -> str | None:
+    if _blank(value):
+        return None
+    p = Path(str(value).strip()).expanduser()
+    return str(p if p.is_absolute() else base / p)
+
+
+def default_labels(found: set[str]) -> list[str]:
+    """IEMOCAP's or MELD's class order when the label set is exactly theirs, else sorted."""
+    for known in (IEMOCAP_LABELS, MELD_LABELS):
+        if found == set(known):
+            return list(known)
+    return sorted(found)
+
+
+def _labels(option: str, found: set[str], path: Path) -> list[str]:
+    if not option.strip():
+        return default_labels(found)
+    labels = [x.strip() for x in option.split(",") if x.strip()]
+    if len(set(labels)) != len(labels):
+        raise UserError(f"manifest option labels lists a label twice: {option!r}")
+    unknown = sorted(found - set(labels))
+    if unknown:
+        raise UserError(f"manifest {path} has labels not in the labels option: {', '.join(unknown[:5])}")
+    return labels
+
+
+def _check_columns(rows: list[dict[str, object]], path: Path) -> None:
+    missing = [c for c in REQUIRED if c not in rows[0]]
+    if missing:
+        raise UserError(f"manifest {path} lacks required column(s): {', '.join(missing)} "
+                        f"(required: {', '.join(REQUIRED)})")
+    for i, row in enumerate(rows):
+        gaps = [c for c in ("dialogue_id", "utterance_id", "label", "split") if _blank(row.get(c))]
+        if gaps:
+            raise UserError(f"manifest {path} row {i + 1}: empty {', '.join(gaps)}")
+
+
+def _row_to_utterance(row: dict[str, object], split: str, base: Path, where: str) -> Utterance:
+    region = None if _blank(row.get("video_region")) else str(row["video_region"]).strip().lower()
+    if region is not None and region not in REGIONS:
+        raise UserError(f"{where}: video_region must be left or right, got {row['video_region']!r}")
+    turn = _float(row.get("turn"), f"{where}: turn")
+    return Utterance(
+        utterance_id=str(row["utterance_id"]).strip(), dialogue_id=str(row["dialogue_id"]).strip(),
+        turn=-1 if turn is None else int(turn),
+        speaker="" if _blank(row.get("speaker")) else str(row["speaker"]).strip(),
+        text="" if _blank(row.get("text")) else str(row["text"]),
+        label=str(row["label"]).strip(), split=split,
+        audio=_media(row.get("audio"), base), video=_media(row.get("video"), base),
+        start=_float(row.get("start"), f"{where}: start"), end=_float(row.get("end"), f"{where}: end"),
+        video_region=region)  # type: ignore[arg-type]
+
+
+def _order(utts: list[Utterance]) -> list[Utterance]:
+    """Group by dialogue (first appearance), sort by given turn (file order breaks ties), renumber
+    turns 0..n-1 where the manifest had none."""
+    groups: dict[str, list[tuple[int, Utterance]]] = {}
+    for i, u in enumerate(utts):
+        groups.setdefault(u.dialogue_id, []).append((i, u))
+    out: list[Utterance] = []
+    for members in groups.values():
+        if all(u.turn >= 0 for _, u in members):
+            members.sort(key=lambda x: (x[1].turn, x[0]))
+            out.extend(u for _, u in members)
+        else:
+            out.extend(Utterance(**{**asdict(u), "turn": k}) for k, (_, u) in enumerate(members))
+    return out
+
+
+def load_manifest(root: Path, options: dict[str, str]) -> Corpus:
+    """Read a manifest file (``root`` is the ``.csv`` / ``.jsonl`` file itself)."""
+    opts = apply_overrides(ManifestOptions(), options, what="manifest option")
+    path = Path(root)
+    rows = read_rows(path)
+    _check_columns(rows, path)
+    base = path.resolve().parent
+    bad = sorted({str(r["split"]) for r in rows if str(r["split"]).strip().lower() not in SPLIT_ALIASES})
+    if bad:
+        raise UserError(f"manifest {path} has bad split value(s) {', '.join(map(repr, bad[:5]))}; "
+                        f"use train, dev (or val/valid/validation) or test")
+    utts = [_row_to_utterance(r, SPLIT_ALIASES[str(r["split"]).strip().lower()], base,
+                              f"manifest {path} row {i + 1}") for i, r in enumerate(rows)]
+    seen: set[str] = set()
+    dups: list[str] = []
+    for u in utts:
+        if u.utterance_id in seen and u.utterance_id not in dups:
+            dups.append(u.utterance_id)
+        seen.add(u.utterance_id)
+    if dups:
+        raise UserError(f"manifest {path} has {len(dups)} duplicate utterance_id(s), e.g. "
+                        f"{', '.join(dups[:3])}")
+    labels = _labels(opts.labels, {u.label for u in utts}, path)
+    return Corpus(name=path.stem, labels=labels, utterances=_order(utts), root=str(path),
+                  options=asdict(opts))
