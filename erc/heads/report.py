@@ -1,0 +1,172 @@
+"""Reports over run directories: ``report.md`` / ``report.csv`` (one row per configuration,
+mean ± std over its seeds / folds), per-run ``confusion.png`` and ``curves.png``, and the
+paper-style ablation table."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from erc.config import config_hash  # noqa: E402
+from erc.heads.metrics import mean_std, summarise  # noqa: E402
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Run directories under ``root`` (those holding ``metrics.json``), sorted."""
+    root = Path(root)
+    return sorted(p.parent for p in root.rglob("metrics.json"))
+
+
+def _load(run: Path) -> dict[str, Any]:
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+    return {"dir": run, "metrics": metrics, "config": config}
+
+
+def _group_key(cfg: dict[str, Any]) -> str:
+    """Everything that defines a configuration except the seed and the fold index."""
+    train = {k: v for k, v in cfg.get("train", {}).items() if k != "seed"}
+    folds = cfg.get("folds")
+    folds = {k: v for k, v in folds.items() if k != "fold"} if folds else None
+    return config_hash({"head": cfg.get("head"), "variant": cfg.get("variant"), "head_config": cfg.get("head_config"),
+                        "encoders": cfg.get("encoders"), "train": train, "folds": folds, "cache": cfg.get("cache")})
+
+
+def _protocol(cfg: dict[str, Any]) -> str:
+    folds = cfg.get("folds")
+    if not folds:
+        return "official split"
+    note = " (pooled: leaks context)" if folds.get("grouping") == "utterance" else ""
+    return f"{folds['n_folds']}-fold by {folds['grouping']}{note}"
+
+
+def summary_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per configuration: mean ± std of the test scores over its runs."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(_group_key(r["config"]), []).append(r)
+    rows = []
+    for members in groups.values():
+        cfg, m0 = members[0]["config"], members[0]["metrics"]
+        tests = [m["metrics"].get("test") or {} for m in members]
+        row: dict[str, Any] = {
+            "head": str(m0.get("head", cfg.get("head", "?"))).split(":")[-1],
+            "variant": m0.get("variant", cfg.get("variant", "?")),
+            "modalities": ",".join(cfg.get("encoders", {}) or m0.get("modalities", [])),
+            "encoders": ",".join(f"{k}={v}" for k, v in (cfg.get("encoders") or {}).items()),
+            "protocol": _protocol(cfg),
+            "runs": len(members),
+            "seeds": ",".join(str(m["metrics"].get("seed", "?")) for m in members),
+            "dirs": ";".join(str(m["dir"]) for m in members),
+        }
+        for key, short in (("weighted_f1", "test_wf1"), ("accuracy", "test_acc"), ("macro_f1", "test_macro_f1")):
+            vals = [t[key] for t in tests if key in t]
+            row[f"{short}_mean"], row[f"{short}_std"] = (v * 100 for v in mean_std(vals))
+            row[short] = summarise(vals)
+        devs = [m["metrics"]["dev"]["weighted_f1"] for m in members if m["metrics"].get("dev")]
+        row["dev_wf1"] = summarise(devs)
+        for name in (tests[0].get("per_class_f1") or {}):
+            row[f"f1_{name}"] = round(mean_std([t.get("per_class_f1", {}).get(name, math.nan) for t in tests])[0] * 100, 2)
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["head"], r["variant"], r["modalities"]))
+
+
+def plot_confusion(metrics: dict[str, Any], path: Path, title: str = "") -> None:
+    """Counts annotated, colours row-normalised (recall per true class)."""
+    cm = np.asarray(metrics["confusion"], dtype=float)
+    labels = metrics.get("labels") or [str(i) for i in range(len(cm))]
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="row-normalised")
+    ax.set_title(title or "test confusion")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_curves(epochs: pd.DataFrame, path: Path, best_epoch: int | None = None, title: str = "") -> None:
+    """Train loss (left axis) and dev weighted F1 (right axis) per epoch."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if "train_loss" in epochs:
+        ax.plot(epochs["epoch"], epochs["train_loss"], color="tab:blue", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss", color="tab:blue")
+    ax2 = ax.twinx()
+    ax2.plot(epochs["epoch"], epochs["dev_weighted_f1"] * 100, color="tab:orange", label="dev W-F1")
+    ax2.set_ylabel("dev weighted F1 (%)", color="tab:orange")
+    if best_epoch:
+        ax2.axvline(best_epoch, color="grey", linestyle="--", linewidth=1)
+    ax.set_title(title or "training curves")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plots(run: dict[str, Any]) -> None:
+    d, m = run["dir"], run["metrics"]
+    stamp = (d / "metrics.json").stat().st_mtime
+    title = f"{str(m.get('head', '')).split(':')[-1]} {m.get('variant', '')} seed {m.get('seed', '')}"
+    conf = d / "confusion.png"
+    if m.get("test") and m["test"].get("confusion") and not (conf.exists() and conf.stat().st_mtime >= stamp):
+        plot_confusion(m["test"], conf, f"{title} (test)")
+    curves = d / "curves.png"
+    if (d / "epochs.csv").exists() and not (curves.exists() and curves.stat().st_mtime >= stamp):
+        plot_curves(pd.read_csv(d / "epochs.csv"), curves, m.get("best_epoch"), title)
+
+
+def write_report(root: str | Path, plots: bool = True) -> pd.DataFrame:
+    """Write ``report.md`` and ``report.csv`` under ``root`` (and per-run PNGs); return the table."""
+    root = Path(root)
+    runs = [_load(r) for r in find_runs(root)]
+    if plots:
+        for r in runs:
+            _plots(r)
+    df = pd.DataFrame(summary_rows(runs))
+    df.to_csv(root / "report.csv", index=False)
+    lines = [f"# Report: {root}", "", f"{len(runs)} runs. Test scores at the best-dev epoch, mean ± std (%) over runs.", ""]
+    if len(df):
+        cols = ["head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1", "dev_wf1"]
+        cols += [c for c in df.columns if c.startswith("f1_")]
+        lines.append(_markdown(df[cols]))
+    (root / "report.md").write_text("\n".join(lines) + "\n")
+    return df
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join("" if (isinstance(v, float) and math.isnan(v)) else str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def ablation_table(results: Mapping[str, Sequence[float]], reference: str = "full") -> str:
+    """Paper-style rows ``variant | W-F1 mean ± std | Δ vs full`` (values in 0..1, shown in %).
+
+    ``results``: variant -> test weighted F1 of each seed. Δ is against ``reference`` (or the first).
+    """
+    ref = reference if reference in results else next(iter(results), None)
+    ref_mean = mean_std(results[ref])[0] if ref is not None else math.nan
+    lines = ["| variant | W-F1 (%) | Δ vs " + str(ref) + " |", "|---|---|---|"]
+    for name, vals in results.items():
+        mean = mean_std(vals)[0]
+        delta = "—" if name == ref else f"{(mean - ref_mean) * 100:+.2f}"
+        lines.append(f"| {name} | {summarise(vals)} | {delta} |")
+    return "\n".join(lines)

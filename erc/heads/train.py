@@ -1,0 +1,287 @@
+"""Train one head on one cache: AdamW, model selection on dev weighted F1, test scored once.
+
+A run directory holds ``config.json``, ``provenance.json``, ``epochs.csv``, ``metrics.json``,
+``predictions.csv``, ``best.pt`` and, written last, ``done``. A directory whose ``config.json``
+has the same config hash and a ``done`` marker is skipped (sweeps resume).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from erc.config import config_hash
+from erc.errors import UserError
+from erc.features.dialogues import DialogueData, resolve_encoders
+from erc.features.folds import FoldSpec
+from erc.features.reader import FeatureCache
+from erc.heads.base import Head
+from erc.heads.metrics import classification_metrics, weighted_f1
+from erc.heads.runs import (DONE, build, config_dict, is_done, mamba_backends, provenance, read_json,
+                            resolve_config, resolve_head, write_atomic, write_json)
+
+NOT_HASHED = ("device", "num_threads", "quiet", "eval_batch_size")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and selection settings (batch_size counts dialogues)."""
+
+    epochs: int = 100
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    patience: int = 20  # epochs without a better dev weighted F1 before stopping; 0 = never stop
+    class_weights: bool = False  # inverse-frequency class weights in the cross-entropy
+    grad_clip: float = 1.0  # max grad norm; 0 = off
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_threads: int | None = None
+    dev_fraction: float = 0.1  # share of train dialogues carved into dev when the cache has no dev
+    max_frames: int | None = None  # truncate frame sequences to this many frames
+    eval_batch_size: int = 64
+    quiet: bool = False
+
+
+@dataclass
+class RunResult:
+    """What one run produced. Metrics are dicts of :func:`classification_metrics`."""
+
+    run_dir: Path
+    config_hash: str
+    best_epoch: int
+    dev: dict[str, Any]
+    test: dict[str, Any] | None
+    skipped: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def _determinism(on: bool) -> Iterator[None]:
+    before = torch.are_deterministic_algorithms_enabled()
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _batches(ids: Sequence[int], size: int, gen: torch.Generator | None) -> Iterator[list[int]]:
+    order = torch.randperm(len(ids), generator=gen).tolist() if gen is not None else range(len(ids))
+    ids = [ids[i] for i in order]
+    for i in range(0, len(ids), size):
+        yield ids[i:i + size]
+
+
+@torch.no_grad()
+def predict(head: Head, data: DialogueData, split: str, device: torch.device, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities for the utterances assigned to ``split``: ``(rows [n], probs [n, C])``."""
+    head.eval()
+    ds = data.dataset(split)
+    rows, probs = [], []
+    for ids in _batches(ds.dialogues, batch_size, None):
+        batch = ds.collate(ids)
+        out = head(batch.to(device))
+        keep = batch.mask.reshape(-1)
+        rows.append(batch.index.reshape(-1)[keep])
+        probs.append(out.logits.float().softmax(-1).reshape(-1, out.logits.shape[-1])[keep.to(device)].cpu())
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, len(data.labels)), dtype=np.float32)
+    r, p = torch.cat(rows).numpy(), torch.cat(probs).numpy()
+    in_split = data.split_of[r] == split
+    return r[in_split], p[in_split]
+
+
+def _score(data: DialogueData, rows: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    y = data.y.numpy()[rows]
+    ok = y >= 0
+    return classification_metrics(y[ok], probs[ok].argmax(1), data.labels)
+
+
+def _train_epoch(head: Head, data: DialogueData, opt: torch.optim.Optimizer, cfg: TrainConfig, device: torch.device,
+                 weight: torch.Tensor | None, gen: torch.Generator) -> dict[str, float]:
+    head.train()
+    ds = data.dataset("train")
+    sums: dict[str, float] = {}
+    n = 0
+    for ids in _batches(ds.dialogues, cfg.batch_size, gen):
+        batch = ds.collate(ids).to(device)
+        if not bool((batch.labels >= 0).any()):
+            continue
+        out = head(batch)
+        ce = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]).float(), batch.labels.reshape(-1), weight=weight, ignore_index=-100)
+        loss = ce + out.aux_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
+        opt.step()
+        head.after_step()
+        parts = {"train_loss": float(loss.detach()), "train_ce": float(ce.detach()),
+                 **{f"train_{k}": float(v) for k, v in out.parts.items()}}
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+        n += 1
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), disable=quiet, transient=False)
+
+
+def train_run(cache_path: str | Path, head_name: str | type[Head], modalities: Mapping[str, str | None] | Sequence[str],
+              head_overrides: dict[str, str] | None = None, variant: str = "full", train_cfg: TrainConfig | None = None,
+              out_dir: str | Path = "runs/run", folds: FoldSpec | None = None, progress: Progress | None = None) -> RunResult:
+    """Train ``head_name`` on the cache and write a run directory (see the module docstring).
+
+    modalities: modality -> encoder group (None = the cache's first), or a list of modalities.
+    Returns the dev-selected result; test is scored once, at the best-dev checkpoint.
+    """
+    cfg = train_cfg or TrainConfig()
+    overrides = dict(head_overrides or {})
+    out = Path(out_dir)
+    name, cls = resolve_head(head_name)
+    head_cfg = resolve_config(name, cls, variant, overrides)
+    with FeatureCache(cache_path) as fc:
+        encoders = resolve_encoders(fc, modalities)
+        frames = cls.frames_for(head_cfg, list(encoders))
+        data = DialogueData(fc, encoders, frames, cfg.max_frames, folds, cfg.dev_fraction)
+        prov = provenance(fc, encoders)
+    inputs = data.inputs()
+    train_dict = {k: v for k, v in asdict(cfg).items() if k not in NOT_HASHED}
+    identity = {"head": name, "variant": variant, "head_config": config_dict(head_cfg), "train": train_dict,
+                "encoders": encoders, "frames": list(frames), "folds": asdict(folds) if folds else None,
+                "cache": {"manifest_hash": prov["cache_attrs"].get("manifest_hash"), "labels": data.labels,
+                          "groups": {m: g["attrs"].get("config_hash") for m, g in prov["groups"].items()}}}
+    chash = config_hash(identity)
+    if is_done(out, chash):
+        m = read_json(out / "metrics.json")
+        return RunResult(out, chash, m["best_epoch"], m["dev"], m.get("test"), skipped=True)
+    if len(data.dataset("train")) == 0 or len(data.utterances_in("dev")) == 0:
+        raise UserError(f"{cache_path} leaves no train or dev utterances for this run")
+    (out / DONE).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+    device = pick_device(cfg.device)
+    with _determinism(cfg.deterministic), _threads(cfg.num_threads):
+        seed_everything(cfg.seed)
+        head = build(name, cls, inputs, variant, overrides).to(device)
+        config = {**identity, "head_config": config_dict(getattr(head, "config", head_cfg)), "overrides": overrides,
+                  "config_hash": chash, "inputs": asdict(inputs), "labels": data.labels, "modalities": list(encoders),
+                  "run_dir": str(out), "device": str(device)}
+        write_json(out / "config.json", config)
+        write_json(out / "provenance.json", prov)
+        result = _fit(head, data, cfg, device, out, config, progress)
+    write_atomic(out / DONE, time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    return result
+
+
+def _fit(head: Head, data: DialogueData, cfg: TrainConfig, device: torch.device, out: Path, config: dict[str, Any],
+         progress: Progress | None) -> RunResult:
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    weight = None
+    if cfg.class_weights:
+        counts = data.label_counts("train").float()
+        weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rows_log: list[dict[str, float]] = []
+    best, best_epoch, best_state, stale = -1.0, 0, None, 0
+    own = progress is None
+    prog = _progress(cfg.quiet) if own else progress
+    t_start = time.time()
+    with prog if own else contextlib.nullcontext():
+        task = prog.add_task(f"{config['head'].split(':')[-1]}/{config['variant']} seed {cfg.seed}", total=cfg.epochs, info="")
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.time()
+            log = _train_epoch(head, data, opt, cfg, device, weight, gen)
+            rows, probs = predict(head, data, "dev", device, cfg.eval_batch_size)
+            y = data.y.numpy()[rows]
+            ok = y >= 0
+            dev_f1 = weighted_f1(y[ok], probs[ok].argmax(1))
+            dev_acc = float((probs[ok].argmax(1) == y[ok]).mean()) if ok.any() else float("nan")
+            rows_log.append({"epoch": epoch, **log, "dev_weighted_f1": dev_f1, "dev_accuracy": dev_acc, "time_s": time.time() - t0})
+            if dev_f1 > best:
+                best, best_epoch, stale = dev_f1, epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+            else:
+                stale += 1
+            prog.update(task, advance=1, info=f"loss {log.get('train_loss', float('nan')):.3f} dev W-F1 {dev_f1 * 100:.2f} (best {best * 100:.2f} @ {best_epoch})")
+            if cfg.patience and stale >= cfg.patience:
+                break
+        prog.update(task, total=len(rows_log))
+    pd.DataFrame(rows_log).to_csv(out / "epochs.csv", index=False)
+    assert best_state is not None
+    head.load_state_dict(best_state)
+    tmp = out / ".best.pt.tmp"
+    torch.save({"state_dict": best_state, "config": config}, tmp)
+    os.replace(tmp, out / "best.pt")
+
+    scored: dict[str, Any] = {}
+    preds = []
+    for split in ("dev", "test"):
+        rows, probs = predict(head, data, split, device, cfg.eval_batch_size)
+        scored[split] = _score(data, rows, probs) if len(rows) else None
+        preds.append(_prediction_frame(data, split, rows, probs))
+    pd.concat(preds).to_csv(out / "predictions.csv", index=False)
+    metrics = {"best_epoch": best_epoch, "epochs_run": len(rows_log), "selection": "best dev weighted_f1",
+               "seed": cfg.seed, "head": config["head"], "variant": config["variant"], "modalities": config["modalities"],
+               "mamba_backend": mamba_backends(head), "train_time_s": time.time() - t_start,
+               "dev": scored["dev"], "test": scored["test"]}
+    write_json(out / "metrics.json", metrics)
+    return RunResult(out, config["config_hash"], best_epoch, scored["dev"], scored["test"], extra={"mamba_backend": metrics["mamba_backend"]})
+
+
+def _prediction_frame(data: DialogueData, split: str, rows: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    df = pd.DataFrame({
+        "utterance_id": [data.utterance_ids[r] for r in rows],
+        "dialogue_id": [data.dialogue_names[c] for c in data.dialogue_codes[rows]],
+        "split": split,
+        "label": [data.label_names[r] for r in rows],
+        "pred": [data.labels[i] for i in probs.argmax(1)] if len(rows) else [],
+    })
+    for i, name in enumerate(data.labels):
+        df[f"p_{name}"] = np.round(probs[:, i], 6) if len(rows) else []
+    return df
+
+
+from erc.heads.sweep import cross_validate, train_seeds  # noqa: E402,F401  (re-exported)
