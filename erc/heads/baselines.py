@@ -1,0 +1,96 @@
+"""Baselines every head must beat on the same cache.
+
+- ``mlp``: concatenation of the present modalities' pooled vectors, no dialogue context, an MLP.
+- ``gru``: per-modality projections, concatenated, a bidirectional GRU over the dialogue (packed,
+  so padding never changes real outputs), optional speaker embedding, a linear classifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from erc.errors import UserError
+from erc.heads.base import DialogueBatch, Head, HeadInputs, HeadOutput
+from erc.heads.blocks import DialogueGRU, mlp
+
+MODALITIES = ("text", "audio", "video")
+
+
+def _modalities(inputs: HeadInputs, name: str) -> list[str]:
+    mods = [m for m in MODALITIES if m in inputs.pooled_dims]
+    if not mods:
+        raise UserError(f"{name} needs at least one of text, audio, video pooled features")
+    return mods
+
+
+def _concat(batch: DialogueBatch, mods: list[str], norms: nn.ModuleDict) -> torch.Tensor:
+    """``[B, L, sum D_m]``: each modality layer-normed, absent utterances zeroed."""
+    parts = [norms[m](batch.pooled[m]) * batch.present[m].unsqueeze(-1).to(batch.pooled[m].dtype) for m in mods]
+    return torch.cat(parts, dim=-1)
+
+
+@dataclass
+class MLPConfig:
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.3
+
+
+class MLPHead(Head):
+    """Concat + MLP, utterance by utterance (no context)."""
+
+    Config: ClassVar[type] = MLPConfig
+    variants: ClassVar[dict[str, dict[str, Any]]] = {"full": {}}
+
+    def __init__(self, config: MLPConfig, inputs: HeadInputs) -> None:
+        super().__init__(config, inputs)
+        self.mods = _modalities(inputs, "mlp")
+        self.norms = nn.ModuleDict({m: nn.LayerNorm(inputs.pooled_dims[m]) for m in self.mods})
+        d_in = sum(inputs.pooled_dims[m] for m in self.mods)
+        self.net = nn.Sequential(nn.Dropout(config.dropout),
+                                 mlp(d_in, config.hidden, inputs.n_classes, config.dropout, config.layers))
+
+    def forward(self, batch: DialogueBatch) -> HeadOutput:
+        """pooled[m] ``[B, L, D_m]`` -> logits ``[B, L, C]``."""
+        logits = self.net(_concat(batch, self.mods, self.norms))
+        return HeadOutput(logits=logits, aux_loss=logits.sum() * 0.0)
+
+
+@dataclass
+class GRUConfig:
+    hidden: int = 128  # per direction
+    proj: int = 256  # width after the input projection
+    layers: int = 1
+    speaker_embedding: bool = True
+    max_speakers: int = 16  # speaker ids at or above this share the last embedding
+    dropout: float = 0.3
+
+
+class GRUHead(Head):
+    """Bidirectional GRU over the dialogue of concatenated modality vectors."""
+
+    Config: ClassVar[type] = GRUConfig
+    variants: ClassVar[dict[str, dict[str, Any]]] = {"full": {}, "no-speaker": {"speaker_embedding": False}}
+
+    def __init__(self, config: GRUConfig, inputs: HeadInputs) -> None:
+        super().__init__(config, inputs)
+        c = config
+        self.mods = _modalities(inputs, "gru")
+        self.norms = nn.ModuleDict({m: nn.LayerNorm(inputs.pooled_dims[m]) for m in self.mods})
+        d_in = sum(inputs.pooled_dims[m] for m in self.mods)
+        self.inp = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(d_in, c.proj), nn.GELU())
+        self.speaker = nn.Embedding(c.max_speakers, c.proj) if c.speaker_embedding else None
+        self.gru = DialogueGRU(c.proj, c.hidden, c.layers, c.dropout)
+        self.classifier = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(self.gru.out_dim, inputs.n_classes))
+
+    def forward(self, batch: DialogueBatch) -> HeadOutput:
+        """pooled[m] ``[B, L, D_m]``, speakers ``[B, L]`` -> logits ``[B, L, C]``."""
+        x = self.inp(_concat(batch, self.mods, self.norms))
+        if self.speaker is not None:
+            x = x + self.speaker(batch.speakers.clamp(0, self.config.max_speakers - 1))
+        logits = self.classifier(self.gru(x, batch.mask))
+        return HeadOutput(logits=logits, aux_loss=logits.sum() * 0.0)

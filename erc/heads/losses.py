@@ -1,0 +1,114 @@
+"""Contrastive losses shared by the heads.
+
+- :func:`info_nce` / :func:`mec_loss`: MoCo-style InfoNCE against a queue of momentum keys
+  (MaTAV's multimodal emotion contrastive loss, T->A', A->V', T->V').
+- :func:`supcon_loss`: supervised contrastive loss (Khosla et al., 2020) — JFM's ICL.
+- :func:`label_aware_contrastive`: cross-modal, label-aware contrastive loss — DeepMSI-MER.
+
+Callers drop padding / unlabeled rows (label -100) and absent modalities before calling.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def _zero(like: torch.Tensor) -> torch.Tensor:
+    return like.sum() * 0.0
+
+
+def info_nce(q: torch.Tensor, k_pos: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """MoCo InfoNCE: each query's positive is its matching key, its negatives are the queue.
+
+    q: ``[N, D]`` queries, k_pos: ``[N, D]`` positive keys (no gradient needed), queue: ``[M, D]``
+    negative keys (M may be 0); all assumed L2-normalised.
+
+        loss = mean_i  -log( exp(q_i·k_i / τ) / (exp(q_i·k_i / τ) + Σ_m exp(q_i·queue_m / τ)) )
+
+    Returns a scalar; 0 (with a graph to q) when N == 0.
+    """
+    if q.shape[0] == 0:
+        return _zero(q)
+    pos = (q * k_pos).sum(-1, keepdim=True)  # [N, 1]
+    neg = q @ queue.t()  # [N, M]
+    logits = torch.cat([pos, neg], dim=1) / temperature
+    target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits, target)
+
+
+def mec_loss(q: dict[str, torch.Tensor], k: dict[str, torch.Tensor], queues: dict[str, torch.Tensor],
+             valid: dict[str, torch.Tensor], temperature: float,
+             pairs: tuple[tuple[str, str], ...] = (("text", "audio"), ("audio", "video"), ("text", "video")),
+             ) -> tuple[torch.Tensor, int]:
+    """MaTAV's multimodal emotion contrastive loss: mean over the pairs (x, y) that can be formed of
+    ``info_nce(q_x, k_y, queue_y)`` — i.e. T->A', A->V', T->V' where ' is the momentum encoder.
+
+    q, k: modality -> ``[N, D]`` online / momentum embeddings (L2-normalised);
+    queues: modality -> ``[M_y, D]`` momentum queue;
+    valid: modality -> ``[N]`` bool (present, real, labelled rows).
+    Only rows where both modalities of a pair are valid take part. Returns (loss, pairs used).
+    """
+    losses = []
+    for x, y in pairs:
+        if x not in q or y not in k:
+            continue
+        both = valid[x] & valid[y]
+        if not bool(both.any()):
+            continue
+        losses.append(info_nce(q[x][both], k[y][both], queues[y], temperature))
+    if not losses:
+        return _zero(next(iter(q.values()))), 0
+    return torch.stack(losses).mean(), len(losses)
+
+
+def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al., 2020, L_out), features L2-normalised here.
+
+    features: ``[N, D]``, labels: ``[N]``. With s_ij = z_i·z_j / τ, A(i) = {j ≠ i},
+    P(i) = {j ≠ i : y_j = y_i}:
+
+        loss = mean_{i : |P(i)| > 0}  -1/|P(i)| Σ_{p ∈ P(i)} log( exp(s_ip) / Σ_{a ∈ A(i)} exp(s_ia) )
+
+    Anchors with no positive are skipped; returns 0 when no anchor is valid.
+    """
+    n = features.shape[0]
+    if n < 2:
+        return _zero(features)
+    z = F.normalize(features, dim=-1)
+    sim = z @ z.t() / temperature
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    log_prob = sim - torch.logsumexp(sim.masked_fill(eye, float("-inf")), dim=1, keepdim=True)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    n_pos = pos.sum(1)
+    keep = n_pos > 0
+    if not bool(keep.any()):
+        return _zero(features)
+    per_anchor = -(log_prob * pos).sum(1)[keep] / n_pos[keep]
+    return per_anchor.mean()
+
+
+def _cross_label_nce(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = a @ b.t() / temperature  # [N, N]: anchor a_i against every b_j
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    pos = labels[:, None] == labels[None, :]  # includes j = i
+    return (-(log_prob * pos).sum(1) / pos.sum(1)).mean()
+
+
+def label_aware_contrastive(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor,
+                            temperature: float = 0.5) -> torch.Tensor:
+    """Cross-modal label-aware contrastive loss (DeepMSI-MER), symmetric.
+
+    a, b: ``[N, D]`` two modalities of the same N utterances (L2-normalised here); labels ``[N]``.
+    With s_ij = a_i·b_j / τ and P(i) = {j : y_j = y_i} (the matching pair j = i included):
+
+        L(a→b) = mean_i  -1/|P(i)| Σ_{p ∈ P(i)} log( exp(s_ip) / Σ_j exp(s_ij) )
+        loss   = (L(a→b) + L(b→a)) / 2
+
+    Returns 0 when N == 0.
+    """
+    if a.shape[0] == 0:
+        return _zero(a) + _zero(b)
+    a = F.normalize(a, dim=-1)
+    b = F.normalize(b, dim=-1)
+    return 0.5 * (_cross_label_nce(a, b, labels, temperature) + _cross_label_nce(b, a, labels, temperature))

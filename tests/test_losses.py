@@ -1,0 +1,74 @@
+"""Contrastive losses against small hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from erc.heads.losses import info_nce, label_aware_contrastive, mec_loss, supcon_loss
+
+L1E = math.log(1 + math.exp(-1))  # -log(e / (e + 1)) = 0.3132617
+
+
+def t(*rows):
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def test_info_nce_hand_values() -> None:
+    # logits [1, 0] / 1 -> -log(e / (e + 1))
+    assert float(info_nce(t([1, 0]), t([1, 0]), t([0, 1]), 1.0)) == pytest.approx(L1E, abs=1e-6)
+    # logits [1, -1] / 0.5 = [2, -2] -> log(1 + e^-4) = 0.0181499
+    assert float(info_nce(t([1, 0]), t([1, 0]), t([-1, 0]), 0.5)) == pytest.approx(0.0181499, abs=1e-6)
+    # two queries averaged: second has logits [0, 1] -> log(1 + e)
+    got = info_nce(t([1, 0], [0, 1]), t([1, 0], [1, 0]), t([0, 1]), 1.0)
+    assert float(got) == pytest.approx((L1E + math.log(1 + math.e)) / 2, abs=1e-6)
+
+
+def test_info_nce_empty_and_empty_queue() -> None:
+    assert float(info_nce(torch.zeros(0, 2), torch.zeros(0, 2), t([0, 1]), 0.1)) == 0.0
+    assert float(info_nce(t([1, 0]), t([1, 0]), torch.zeros(0, 2), 0.1)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_mec_loss_pairs_and_validity() -> None:
+    q = {"text": t([1, 0]), "audio": t([1, 0])}
+    k = {"text": t([1, 0]), "audio": t([1, 0])}
+    queues = {"text": t([0, 1]), "audio": t([0, 1])}
+    valid = {"text": torch.tensor([True]), "audio": torch.tensor([True])}
+    loss, n = mec_loss(q, k, queues, valid, 1.0)
+    assert n == 1 and float(loss) == pytest.approx(L1E, abs=1e-6)  # only T->A' exists
+    loss, n = mec_loss(q, k, queues, {"text": torch.tensor([True]), "audio": torch.tensor([False])}, 1.0)
+    assert n == 0 and float(loss) == 0.0
+
+
+def test_supcon_hand_value() -> None:
+    # anchors 0 and 1: positive similarity 1, negative 0 -> -log(e / (e + 1)); anchor 2 has no positive
+    feats = t([1, 0], [2, 0], [0, 3])  # normalised inside
+    assert float(supcon_loss(feats, torch.tensor([0, 0, 1]), 1.0)) == pytest.approx(L1E, abs=1e-6)
+    # temperature 0.5: -log(e^2 / (e^2 + 1))
+    assert float(supcon_loss(feats, torch.tensor([0, 0, 1]), 0.5)) == pytest.approx(math.log(1 + math.exp(-2)), abs=1e-6)
+
+
+def test_supcon_edge_cases() -> None:
+    assert float(supcon_loss(t([1, 0], [0, 1]), torch.tensor([0, 1]), 0.1)) == 0.0  # no positives
+    assert float(supcon_loss(t([1, 0]), torch.tensor([0]), 0.1)) == 0.0  # one sample
+    assert float(supcon_loss(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), 0.1)) == 0.0
+
+
+def test_label_aware_contrastive_hand_values() -> None:
+    a, b = t([1, 0], [0, 1]), t([1, 0], [0, 1])
+    # different labels: only the matching pair is positive -> -log(e / (e + 1)), both directions
+    assert float(label_aware_contrastive(a, b, torch.tensor([0, 1]), 1.0)) == pytest.approx(L1E, abs=1e-6)
+    # same label: both candidates positive -> -(1/2)(log(e/(e+1)) + log(1/(e+1))) = log(1+e) - 1/2
+    got = label_aware_contrastive(a, b, torch.tensor([0, 0]), 1.0)
+    assert float(got) == pytest.approx(math.log(1 + math.e) - 0.5, abs=1e-6)
+    # default temperature 0.5 -> logits [2, 0]
+    assert float(label_aware_contrastive(a, b, torch.tensor([0, 1]))) == pytest.approx(math.log(1 + math.exp(-2)), abs=1e-6)
+
+
+def test_label_aware_contrastive_empty_and_grad() -> None:
+    assert float(label_aware_contrastive(torch.zeros(0, 2), torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))) == 0.0
+    a = torch.randn(4, 3, requires_grad=True)
+    label_aware_contrastive(a, torch.randn(4, 3), torch.tensor([0, 1, 0, 2])).backward()
+    assert a.grad is not None and torch.isfinite(a.grad).all()
