@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
@@ -40,6 +42,6 @@ def heads() -> None:
         table.add_column(col)
     for name in HEADS:
         cls = get_head(name)
-        doc = (cls.__doc__ or "").strip().splitlines()
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
         table.add_row(name, ", ".join(cls.variants), doc[0] if doc else "")
     Console().print(table)

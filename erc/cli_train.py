@@ -244,12 +244,23 @@ def report(directory: Path = typer.Argument(..., help="Folder holding run direct
 def predict(
     run: Path = typer.Option(..., help="A finished run directory (holding best.pt)."),
     dataset: str = DatasetOpt,
+    root: Optional[str] = typer.Option(None, help="Extract this dataset folder / manifest with the run's encoders first."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Dataset options, e.g. dataset.classes=4."),
     features: Optional[Path] = FeaturesOpt,
+    device: str = typer.Option("auto", help="Extraction device: auto | cpu | cuda."),
     out: Optional[Path] = typer.Option(None, help="CSV to write (default <run>/predictions-<dataset>.csv)."),
 ) -> None:
-    """Predict every utterance of a cache with a trained head (refuses caches it was not trained on)."""
-    from erc.heads.predict import predict_cache
+    """Predict every utterance of a dataset with a trained head. With --root, the conversations are
+    first extracted with the run's recorded encoder configs; otherwise an existing cache is read
+    (refused when its encoders or dims differ from the run's)."""
+    from erc.cli_extract import split_settings
+    from erc.heads.predict import extract_for_run, predict_cache
 
-    cache = features if features is not None else Path("features") / f"{dataset}.h5"
+    if root is not None:
+        cache = features if features is not None else Path(run) / "predict" / f"{dataset}.h5"
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        extract_for_run(run, dataset, root, split_settings(set_)["dataset"], cache, device)
+    else:
+        cache = features if features is not None else Path("features") / f"{dataset}.h5"
     path = predict_cache(run, cache, out)
     Console().print(f"wrote {path}")

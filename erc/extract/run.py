@@ -50,6 +50,7 @@ class GroupSummary:
     failed: int = 0
     state: str = "extracted"
     seconds: float = 0.0
+    load_seconds: float = 0.0
     resumed_batches: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
 
@@ -143,7 +144,9 @@ def extract_group(corpus: Corpus, encoder: Encoder, out: Path, cfg: RunConfig, c
     if progress:
         progress(desc, sum(len(plan[b]) for b in range(len(plan)) if b not in todo), len(corpus.utterances))
     if todo:
+        t_load = time.perf_counter()
         encoder.load(cfg.device, fp16=cfg.device == "cuda")
+        summary.load_seconds = time.perf_counter() - t_load
         with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
             queue: collections.deque[tuple[int, Future]] = collections.deque()
             it = iter(todo)

@@ -100,3 +100,21 @@ def default_group_name(entry_name: str, cfg: object) -> str:
     if entry_name in ("hf-text", "hf-audio", "cnn", "swin") and model:
         return str(model).rstrip("/").split("/")[-1]
     return entry_name
+
+
+def encoder_from_attrs(modality: str, attrs: dict) -> Encoder:
+    """Rebuild the encoder that wrote a cache group from the group's attributes (its class and
+    full config), e.g. to extract new conversations exactly as a trained head's cache was."""
+    import json
+
+    cls_name = attrs.get("encoder_class")
+    config = attrs.get("config")
+    if isinstance(config, str):
+        config = json.loads(config)
+    for entry in ENCODERS.values():
+        if entry.modality == modality and entry.target.endswith(f":{cls_name}"):
+            cls = entry.cls()
+            fields = {f for f in cls.Config.__dataclass_fields__}  # type: ignore[attr-defined]
+            return cls(cls.Config(**{k: v for k, v in (config or {}).items() if k in fields}))  # type: ignore[attr-defined]
+    raise UserError(f"the run's {modality} features come from encoder class {cls_name!r}, which this erc "
+                    "does not know; extract them with the erc version that made the run")
