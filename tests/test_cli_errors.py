@@ -57,3 +57,16 @@ def test_cache_info_on_a_missing_file_is_one_line(tmp_path):
     assert_one_line_error(run_erc("cache", "info", str(tmp_path / "none.h5")), "no feature cache")
     (tmp_path / "x.h5").write_text("not hdf5")
     assert_one_line_error(run_erc("cache", "verify", str(tmp_path / "x.h5")), "not a readable HDF5")
+
+
+def test_manifest_without_required_columns_is_one_line(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("dialogue_id,utterance_id,text\nd1,u1,hi\n")
+    res = run_erc("extract", "--dataset", "manifest", "--root", str(path), cwd=tmp_path)
+    assert_one_line_error(res, "label")
+
+
+def test_manifest_with_duplicate_utterance_ids_is_one_line(tmp_path):
+    path = _manifest(tmp_path, ["d1,u1,0,A,hi,joy,train", "d1,u1,1,B,yo,anger,train"])
+    res = run_erc("extract", "--dataset", "manifest", "--root", str(path), cwd=tmp_path)
+    assert_one_line_error(res, "u1")
