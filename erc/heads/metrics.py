@@ -14,7 +14,8 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
 
     Returns ``weighted_f1``, ``accuracy``, ``macro_f1`` (floats in 0..1), ``per_class_f1``
     (label -> F1), ``support`` (label -> count), ``confusion`` (``[C, C]`` list, rows = true),
-    and ``n``. Classes absent from both arrays score F1 0 (scikit-learn's ``zero_division=0``).
+    and ``n``. A class absent from both arrays has no F1 (None) and is left out of macro F1, so
+    a test split without, say, any "fear" does not drag macro F1 down with a meaningless 0.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
@@ -23,12 +24,13 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
         return {"n": 0, "weighted_f1": float("nan"), "accuracy": float("nan"), "macro_f1": float("nan"),
                 "per_class_f1": {}, "support": {}, "confusion": [], "labels": list(labels)}
     per = f1_score(y_true, y_pred, labels=idx, average=None, zero_division=0)
+    seen = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
     return {
         "n": int(len(y_true)),
         "weighted_f1": float(f1_score(y_true, y_pred, labels=idx, average="weighted", zero_division=0)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=idx, average="macro", zero_division=0)),
-        "per_class_f1": {name: float(v) for name, v in zip(labels, per)},
+        "macro_f1": float(f1_score(y_true, y_pred, labels=seen, average="macro", zero_division=0)),
+        "per_class_f1": {name: (float(v) if i in seen else None) for i, (name, v) in enumerate(zip(labels, per))},
         "support": {name: int((y_true == i).sum()) for i, name in enumerate(labels)},
         "confusion": confusion_matrix(y_true, y_pred, labels=idx).tolist(),
         "labels": list(labels),

@@ -75,7 +75,8 @@ def summary_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         devs = [m["metrics"]["dev"]["weighted_f1"] for m in members if m["metrics"].get("dev")]
         row["dev_wf1"] = summarise(devs)
         for name in (tests[0].get("per_class_f1") or {}):
-            row[f"f1_{name}"] = round(mean_std([t.get("per_class_f1", {}).get(name, math.nan) for t in tests])[0] * 100, 2)
+            mean = mean_std([t.get("per_class_f1", {}).get(name, math.nan) for t in tests])[0]
+            row[f"f1_{name}"] = "-" if math.isnan(mean) else round(mean * 100, 2)  # "-": class absent
         rows.append(row)
     return sorted(rows, key=lambda r: (r["head"], r["variant"], r["modalities"]))
 
