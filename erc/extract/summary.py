@@ -41,8 +41,9 @@ def run_with_progress(corpus: Corpus, encoders: list[Encoder], out: Path, cfg: R
 
 def print_summary(summaries: list[GroupSummary], out: Path, console: Console) -> None:
     table = Table(title=f"extraction summary: {out}")
-    for col in ("modality", "encoder", "utterances", "ok", "missing", "failed", "state", "time"):
-        table.add_column(col, justify="right" if col in ("utterances", "ok", "missing", "failed", "time") else "left")
+    for col in ("modality", "encoder", "utts", "ok", "missing", "failed", "state", "time"):
+        table.add_column(col, justify="right" if col in ("utts", "ok", "missing", "failed", "time") else "left",
+                         no_wrap=col in ("state", "encoder"))
     for s in summaries:
         table.add_row(s.modality, s.encoder, str(s.n), str(s.ok), str(s.missing), str(s.failed),
                       s.state + (f" ({s.resumed_batches} batches reused)" if s.resumed_batches else ""),
