@@ -77,6 +77,18 @@ def test_context_window(minilm: MiniLMEncoder, dialogue: list[Utterance]) -> Non
     assert first.frames.shape == minilm.encode([minilm.prepare(dialogue, 0)])[0].frames.shape
 
 
+def test_context_pooled_vector_is_the_mean_of_the_targets_tokens(dialogue: list[Utterance]) -> None:
+    opts = {"context": "2", "context_future": "1", "normalize": "false"}
+    target = build_encoder("text", "minilm", opts)
+    window = build_encoder("text", "minilm", {**opts, "pool_over": "window"})
+    target.load("cpu")
+    window.load("cpu")
+    t = target.encode([target.prepare(dialogue, 2)])[0]
+    w = window.encode([window.prepare(dialogue, 2)])[0]
+    np.testing.assert_allclose(t.pooled, t.frames.astype(np.float32).mean(0), atol=5e-3)
+    assert np.abs(t.pooled - w.pooled).max() > 1e-2
+
+
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer, 32-d BERT saved with MiniLM's tokenizer."""

@@ -39,7 +39,8 @@ class HFTextConfig(EncoderConfig):
     ``context_future``: previous / next utterances of the dialogue in the input.
     ``speaker_names``: "Speaker: text" turns when context is used. ``keep_frames``: token vectors
     of the target utterance. ``download``: allow fetching from the hub (otherwise local only).
-    ``normalize``: L2-normalise the pooled vector."""
+    ``normalize``: L2-normalise the pooled vector. ``pool_over``: with a context window, mean-pool
+    only the target utterance's (context-aware) tokens ("target") or the whole window ("window")."""
 
     model: str = ""
     pooling: Literal["cls", "mean"] = "mean"
@@ -51,6 +52,7 @@ class HFTextConfig(EncoderConfig):
     max_length: int = 256
     keep_frames: bool = True
     normalize: bool = False
+    pool_over: Literal["target", "window"] = "target"
     revision: str = ""
     download: bool = False
 
@@ -138,17 +140,20 @@ class HFTextEncoder(Encoder):
                              output_hidden_states=need_hidden)
             hidden = select_layers(out.hidden_states, self._layers) if need_hidden else out.last_hidden_state
             mask_dev = attn.to(self.device)
-            pooled = hidden[:, 0].float() if c.pooling == "cls" else masked_mean(hidden, mask_dev)
+            windowed = c.context > 0 or c.context_future > 0
+            target_pool = windowed and c.pool_over == "target" and c.pooling == "mean"
+            keep = self._frame_mask(items, attn, special, offsets) if (c.keep_frames or target_pool) else None
+            pool_mask = torch.from_numpy(keep).to(self.device) if target_pool else mask_dev
+            pooled = hidden[:, 0].float() if c.pooling == "cls" else masked_mean(hidden, pool_mask)
             if c.normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
             layers = None
             if c.all_layers:
                 stack = torch.stack(out.hidden_states)  # [L+1, B, T, D]
-                layers = stack[:, :, 0].float() if c.pooling == "cls" else masked_mean(stack, mask_dev)
+                layers = stack[:, :, 0].float() if c.pooling == "cls" else masked_mean(stack, pool_mask)
                 layers = layers.transpose(0, 1).cpu().numpy()  # [B, L+1, D]
             pooled_np = pooled.cpu().numpy().astype(np.float32)
             frames_np = hidden.to(torch.float16).cpu().numpy() if c.keep_frames else None
-        keep = self._frame_mask(items, attn, special, offsets) if c.keep_frames else None
         results = []
         for i in range(len(items)):
             frames = frames_np[i][keep[i]] if frames_np is not None and keep is not None else None
@@ -185,6 +190,7 @@ class HFTextEncoder(Encoder):
                 "revision": c.revision or w.commit, "commit": w.commit, "pooling": c.pooling,
                 "layers": c.layers, "all_layers": c.all_layers, "context": c.context,
                 "context_future": c.context_future, "speaker_names": c.speaker_names,
+                "pool_over": c.pool_over if (c.context or c.context_future) else "utterance",
                 "max_length": c.max_length, "normalize": c.normalize,
                 "frames": "target utterance tokens" if c.keep_frames else "none"}
 
