@@ -13,8 +13,8 @@ import torch
 from erc.errors import MediaError, MediaMissing
 from erc.extract.datasets.base import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
-from erc.extract.encoders.hf import (ResolvedWeights, autocast, masked_mean, parse_layers,
-                                     resolve_weights, select_layers)
+from erc.extract.encoders.hf import (HFWeights, ResolvedWeights, autocast, masked_mean, parse_layers,
+                                     select_layers)
 from erc.extract.media import load_audio, media_duration
 
 
@@ -124,7 +124,7 @@ class HFAudioConfig(EncoderConfig):
     batch_size: int = 8
 
 
-class HFAudioEncoder(Encoder):
+class HFAudioEncoder(HFWeights, Encoder):
     """Hugging Face speech encoder: pooled ``[D]`` = mean over the real (unpadded) frames of the
     chosen layer; frames ``[T_i, D]`` float16 (about 50 per second)."""
 
@@ -141,22 +141,10 @@ class HFAudioEncoder(Encoder):
         self.sr = config.sample_rate
         self._dim = 0
 
-    def resolve(self) -> ResolvedWeights:
-        if self._weights is None:
-            self._weights = resolve_weights(self.config.model, modality="audio", flag="audio",
-                                            revision=self.config.revision, download=self.config.download)
-        return self._weights
-
-    def check(self) -> None:
-        self.resolve()
-
     def load(self, device: str, fp16: bool = False) -> None:
         from transformers import AutoFeatureExtractor, AutoModel
 
-        w = self.resolve()
-        kw: dict[str, Any] = {"local_files_only": w.source != "download"}
-        if w.source == "download" and self.config.revision:
-            kw["revision"] = self.config.revision
+        w, kw = self.resolve(), self.pretrained_kwargs()
         self.extractor = AutoFeatureExtractor.from_pretrained(w.path, **kw)
         self.sr = int(getattr(self.extractor, "sampling_rate", None) or self.config.sample_rate)
         self.model = AutoModel.from_pretrained(w.path, **kw).to(device).eval()

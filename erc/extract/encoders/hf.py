@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -105,3 +106,32 @@ def autocast(device: str, fp16: bool) -> torch.autocast:
     """fp16 autocast on CUDA when asked; a disabled context otherwise."""
     dev = "cuda" if device.startswith("cuda") else "cpu"
     return torch.autocast(dev, dtype=torch.float16, enabled=fp16 and dev == "cuda")
+
+
+class HFWeights:
+    """Mixin for encoders whose config names a Hugging Face model (``model``, ``revision``,
+    ``download``): resolves the weights once, checks them cheaply, and gives the
+    ``from_pretrained`` keyword arguments (local files only unless downloading is allowed)."""
+
+    modality: str
+    config: Any
+    _weights: ResolvedWeights | None = None
+
+    def model_id(self) -> str:
+        return self.config.model
+
+    def resolve(self) -> ResolvedWeights:
+        if self._weights is None:
+            self._weights = resolve_weights(self.model_id(), modality=self.modality, flag=self.modality,
+                                            revision=self.config.revision, download=self.config.download)
+        return self._weights
+
+    def check(self) -> None:
+        self.resolve()
+
+    def pretrained_kwargs(self) -> dict[str, Any]:
+        w = self.resolve()
+        kw: dict[str, Any] = {"local_files_only": w.source != "download"}
+        if w.source == "download" and self.config.revision:
+            kw["revision"] = self.config.revision
+        return kw

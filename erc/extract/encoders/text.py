@@ -16,8 +16,8 @@ import torch
 
 from erc.extract.datasets.base import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
-from erc.extract.encoders.hf import (ResolvedWeights, autocast, masked_mean, parse_layers,
-                                     resolve_weights, select_layers)
+from erc.extract.encoders.hf import (HFWeights, ResolvedWeights, autocast, masked_mean, parse_layers,
+                                     select_layers)
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -57,7 +57,7 @@ class HFTextConfig(EncoderConfig):
     download: bool = False
 
 
-class HFTextEncoder(Encoder):
+class HFTextEncoder(HFWeights, Encoder):
     """Hugging Face text encoder; pooled ``[D]``, frames ``[T_target, D]`` (float16)."""
 
     modality = "text"
@@ -73,25 +73,10 @@ class HFTextEncoder(Encoder):
         self._dim = 0
 
     # ------------------------------------------------------------------ weights
-    def model_id(self) -> str:
-        return self.config.model
-
-    def resolve(self) -> ResolvedWeights:
-        if self._weights is None:
-            self._weights = resolve_weights(self.model_id(), modality="text", flag="text",
-                                            revision=self.config.revision, download=self.config.download)
-        return self._weights
-
-    def check(self) -> None:
-        self.resolve()
-
     def load(self, device: str, fp16: bool = False) -> None:
         from transformers import AutoModel, AutoTokenizer
 
-        w = self.resolve()
-        kw: dict[str, Any] = {"local_files_only": w.source != "download"}
-        if w.source == "download" and self.config.revision:
-            kw["revision"] = self.config.revision
+        w, kw = self.resolve(), self.pretrained_kwargs()
         self.tokenizer = AutoTokenizer.from_pretrained(w.path, **kw)
         if self.config.context > 0:
             self.tokenizer.truncation_side = "left"  # cut the oldest context first, keep the target
