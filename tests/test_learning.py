@@ -36,7 +36,7 @@ def signal_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def context_cache(tmp_path_factory):
-    return write_synthetic_cache(tmp_path_factory.mktemp("ctx") / "ctx.h5", n_dialogues=48, lengths=(4, 10), dims=DIMS,
+    return write_synthetic_cache(tmp_path_factory.mktemp("ctx") / "ctx.h5", n_dialogues=96, lengths=(4, 10), dims=DIMS,
                                  context_only=True, seed=0)
 
 

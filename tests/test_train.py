@@ -126,3 +126,14 @@ def test_deterministic_runs_repeat(cache, tmp_path):
     b = train_run(cache, "gru", ["text"], {}, "full", cfg, tmp_path / "b")
     assert a.test["weighted_f1"] == b.test["weighted_f1"]
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_bf16_training_precision_runs_and_scores(tmp_path):
+    from erc.heads.train import TrainConfig, train_run
+    from tests.synth_cache import write_synthetic_cache
+
+    cache = write_synthetic_cache(tmp_path / "c.h5", n_dialogues=12, lengths=(3, 6), dims={"text": 8}, seed=1)
+    cfg = TrainConfig(epochs=2, batch_size=4, lr=1e-3, patience=0, device="cpu", num_threads=1, quiet=True,
+                      precision="bf16")
+    result = train_run(cache, "gru", ["t"], {"hidden": "8", "proj": "16"}, "full", cfg, tmp_path / "run")
+    assert 0.0 <= result.test["weighted_f1"] <= 1.0

@@ -46,5 +46,10 @@ def head_config(name: str, overrides: dict[str, Any] | None = None, variant: str
 def build_head(name: str, inputs: HeadInputs, overrides: dict[str, Any] | None = None,
                variant: str = "full") -> Head:
     """Build head ``name`` for ``inputs`` with ``variant``'s config overrides, then ``overrides``
-    (strings are coerced to the field types)."""
-    return get_head(name)(head_config(name, overrides, variant), inputs)
+    (strings are coerced to the field types). Every ``nn.Dropout`` becomes a
+    :class:`~erc.heads.blocks.FastDropout` (same p and scaling, a cheaper mask on CPU)."""
+    from erc.heads.blocks import use_fast_dropout
+
+    head = get_head(name)(head_config(name, overrides, variant), inputs)
+    use_fast_dropout(head)
+    return head

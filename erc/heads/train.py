@@ -52,6 +52,7 @@ class TrainConfig:
     dev_fraction: float = 0.1  # share of train dialogues carved into dev when the cache has no dev
     max_frames: int | None = None  # truncate frame sequences to this many frames
     eval_batch_size: int = 64
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the training forward; evaluation stays fp32)
     quiet: bool = False
 
 
@@ -147,9 +148,10 @@ def _train_epoch(head: Head, data: DialogueData, opt: torch.optim.Optimizer, cfg
         batch = ds.collate(ids).to(device)
         if not bool((batch.labels >= 0).any()):
             continue
-        out = head(batch)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            out = head(batch)
         ce = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]).float(), batch.labels.reshape(-1), weight=weight, ignore_index=-100)
-        loss = ce + out.aux_loss
+        loss = ce + out.aux_loss.float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

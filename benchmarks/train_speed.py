@@ -1,0 +1,250 @@
+"""Training speed of the heads on an IEMOCAP-sized synthetic cache, on this machine's CPU.
+
+    .venv/bin/python benchmarks/train_speed.py [--threads 2] [--epochs 3] [--warmup 1]
+                                                [--heads mlp,gru,matav,matav:no-mamba] [--frame-heads jfm,deepmsi]
+
+Builds (in a temp dir, a few seconds) a cache shaped like IEMOCAP six-class: 7,433 utterances in
+151 dialogues with IEMOCAP-like dialogue lengths (8..110, mean ~49), 6 classes, pooled dims
+text 1024 / audio 1024 / video 1000, split like the standard protocol (Sessions 1-4 = 120 train
+dialogues, 10 % of them carved into dev, 31 test). Frame sequences (for ``--frame-heads``) are
+added in the cache schema as float16: text tokens 8..20 x 1024, audio log-mel 64..128 x 80,
+video 15 x 1000.
+
+Each head is trained through the real code path of ``erc train-head``: the same
+:class:`erc.features.dialogues.DialogueData`, the registry's ``build``, AdamW with the head's
+``train_defaults`` (batch size counts dialogues), and :func:`erc.heads.train._train_epoch` per
+epoch. Data loading is measured by timing the two pieces of that loop that move data —
+``DialogueData.collate`` and ``DialogueBatch.to(device)`` — through a wrapper installed on the
+instance / class for the benchmark only. Epoch time = wall time of ``_train_epoch`` (the dev
+prediction that ``_fit`` runs after each epoch is timed separately, ``dev_predict_s``); the median
+over ``--epochs`` epochs after ``--warmup`` warm-up epochs. ``epoch_cpu_s`` is the process CPU
+time of the same epochs (all threads summed): less sensitive to other load on a shared machine,
+though OpenMP threads spinning while they wait for a descheduled sibling count too.
+
+Prints human-readable lines, then one JSON object on the last line with the raw figures and a
+pass/fail per target of project issue 3:
+
+- data loading <= 10 % of the training step time (every head measured);
+- a ``matav`` epoch <= 3 x a ``gru`` epoch of the same width (both 256 wide: MaTAV dim = hidden =
+  256, GRU 2 x 128 = 256 after a 256-d projection) at the same batch size (64 dialogues);
+- 100 ``matav`` epochs (training + dev prediction, batch 64) in under 5 minutes, i.e. <= 3 s each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from erc.features.dialogues import DialogueData  # noqa: E402
+from erc.heads.base import DialogueBatch  # noqa: E402
+from erc.heads.runs import build, resolve_config, resolve_head  # noqa: E402
+from erc.heads.train import TrainConfig, _train_epoch, predict, seed_everything  # noqa: E402
+from tests.synth_cache import write_synthetic_cache  # noqa: E402
+
+N_UTT, N_DLG, N_CLASSES = 7433, 151, 6
+DIMS = {"text": 1024, "audio": 1024, "video": 1000}
+FRAMES = {"text": ((8, 20), 1024), "audio": ((64, 128), 80), "video": ((15, 15), 1000)}  # (T range, F)
+SPLITS = (108 / N_DLG, 12 / N_DLG, 31 / N_DLG)  # 120 train dialogues (12 carved as dev), 31 test
+
+
+def iemocap_lengths(seed: int = 0) -> list[int]:
+    """151 dialogue lengths in 8..110 summing to 7,433 (IEMOCAP six-class: mean 49.2)."""
+    rng = np.random.default_rng(seed)
+    lens = np.clip(rng.normal(N_UTT / N_DLG, 17.0, N_DLG).round(), 8, 110).astype(int)
+    while lens.sum() != N_UTT:
+        i = rng.integers(N_DLG)
+        step = 1 if lens.sum() < N_UTT else -1
+        if 8 <= lens[i] + step <= 110:
+            lens[i] += step
+    return lens.tolist()
+
+
+def build_cache(path: Path, frames: bool) -> Path:
+    write_synthetic_cache(path, n_dialogues=N_DLG, lengths=iemocap_lengths(), dims=DIMS, n_classes=N_CLASSES,
+                          splits=SPLITS, seed=0)
+    if frames:
+        rng = np.random.default_rng(1)
+        with h5py.File(path, "a") as f:
+            for m, ((lo, hi), dim) in FRAMES.items():
+                grp = f[f"features/{m}/syn-{m}"]
+                t = rng.integers(lo, hi + 1, size=N_UTT)
+                offsets = np.concatenate([[0], np.cumsum(t)]).astype(np.int64)
+                data = rng.standard_normal((int(offsets[-1]), dim), dtype=np.float32).astype(np.float16)
+                grp.create_dataset("frames", data=data)
+                grp.create_dataset("offsets", data=offsets)
+                grp.attrs["frame_dim"] = dim
+    return path
+
+
+class LoadTimer:
+    """Times DialogueData.collate (on the instance) and DialogueBatch.to (class) while active."""
+
+    def __init__(self, data: DialogueData) -> None:
+        self.data, self.seconds, self.calls = data, 0.0, 0
+        self._collate = data.collate
+        self._to = DialogueBatch.to
+
+    def __enter__(self) -> "LoadTimer":
+        timer = self
+
+        def collate(*a, **k):  # noqa: ANN002, ANN003
+            t0 = time.perf_counter()
+            try:
+                return timer._collate(*a, **k)
+            finally:
+                timer.seconds += time.perf_counter() - t0
+                timer.calls += 1
+
+        def to(batch, device):  # noqa: ANN001
+            t0 = time.perf_counter()
+            try:
+                return timer._to(batch, device)
+            finally:
+                timer.seconds += time.perf_counter() - t0
+
+        self.data.collate = collate
+        DialogueBatch.to = to
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        del self.data.collate
+        DialogueBatch.to = self._to
+
+    def reset(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+
+def bench_head(cache: Path, key: str, spec: str, epochs: int, warmup: int, batch_size: int | None, device: torch.device,
+               precision: str = "fp32") -> dict:
+    name, _, variant = spec.partition(":")
+    variant = variant or "full"
+    hname, cls = resolve_head(name)
+    head_cfg = resolve_config(hname, cls, variant, {})
+    mods = list(DIMS)
+    t0 = time.perf_counter()
+    data = DialogueData(cache, mods, cls.frames_for(head_cfg, mods))
+    load_s = time.perf_counter() - t0
+    defaults = dict(getattr(cls, "train_defaults", None) or {})
+    cfg = TrainConfig(batch_size=batch_size or defaults.get("batch_size", TrainConfig.batch_size),
+                      lr=defaults.get("lr", TrainConfig.lr), weight_decay=defaults.get("weight_decay", TrainConfig.weight_decay),
+                      device=str(device), precision=precision, quiet=True)
+    seed_everything(0)
+    head = build(hname, cls, data.inputs(), variant, {}).to(device)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(0)
+    n_params = sum(p.numel() for p in head.parameters() if p.requires_grad)
+    steps = -(-len(data.dataset("train")) // cfg.batch_size)
+    epoch_s, load_share, dev_s, warm_s, cpu_s = [], [], [], [], []
+    with LoadTimer(data) as timer:
+        for e in range(warmup + epochs):
+            timer.reset()
+            t, c = time.perf_counter(), time.process_time()
+            _train_epoch(head, data, opt, cfg, device, None, gen)
+            dt, dc = time.perf_counter() - t, time.process_time() - c
+            loading = timer.seconds
+            t = time.perf_counter()
+            predict(head, data, "dev", device, cfg.eval_batch_size)
+            dv = time.perf_counter() - t
+            tag = "warm-up" if e < warmup else "epoch"
+            print(f"  {key:18s} {tag} {e + 1}: train {dt:7.2f} s (cpu {dc:6.2f} s)  (loading {loading:6.3f} s = {100 * loading / dt:4.1f} %)"
+                  f"  dev predict {dv:5.2f} s", flush=True)
+            if e < warmup:
+                warm_s.append(dt)
+            else:
+                epoch_s.append(dt)
+                cpu_s.append(dc)
+                load_share.append(loading / dt)
+                dev_s.append(dv)
+    med = statistics.median(epoch_s)
+    return {"head": name, "variant": variant, "batch_size": cfg.batch_size, "steps_per_epoch": steps,
+            "train_dialogues": len(data.dataset("train")), "trainable_params": n_params,
+            "frames": {m: list(map(int, FRAMES[m][0])) + [FRAMES[m][1]] for m in data.frames},
+            "cache_load_s": round(load_s, 3), "epoch_s": [round(x, 3) for x in epoch_s], "epoch_s_median": round(med, 3),
+            "epoch_cpu_s_median": round(statistics.median(cpu_s), 3),
+            "step_s_median": round(med / steps, 4), "warmup_epoch_s": [round(x, 3) for x in warm_s],
+            "loading_share": [round(x, 4) for x in load_share], "loading_share_median": round(statistics.median(load_share), 4),
+            "dev_predict_s_median": round(statistics.median(dev_s), 3),
+            "epoch_with_dev_s_median": round(med + statistics.median(dev_s), 3),
+            "backend": getattr(head, "backend", None)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=3, help="measured epochs per head (median)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--heads", default="mlp,gru,gru@64,matav,matav:no-mamba",
+                    help="comma list of head[:variant][@batch]; default batch = the head's train_defaults")
+    ap.add_argument("--frame-heads", default="", help="heads that need frames, e.g. jfm,deepmsi (slow on CPU)")
+    ap.add_argument("--frame-epochs", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="training autocast (TrainConfig.precision)")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    machine = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+               "torch_interop_threads": torch.get_num_interop_threads(), "torch": torch.__version__,
+               "python": platform.python_version(), "processor": platform.processor() or platform.machine(),
+               "loadavg_before": os.getloadavg(), "precision": args.precision}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()}", flush=True)
+    results: dict[str, dict] = {}
+    frame_heads = [h for h in args.frame_heads.split(",") if h]
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        cache = build_cache(Path(tmp) / "iemocap-like.h5", frames=bool(frame_heads))
+        build_s = time.perf_counter() - t
+        print(f"cache built in {build_s:.1f} s ({cache.stat().st_size / 2**20:.0f} MiB)", flush=True)
+        plan = [(h, args.epochs, args.warmup) for h in args.heads.split(",") if h]
+        plan += [(h, args.frame_epochs, 1) for h in frame_heads]
+        for spec, epochs, warmup in plan:
+            spec, _, bs = spec.partition("@")
+            key = spec + (f"@{bs}" if bs else "")
+            results[key] = bench_head(cache, key, spec, epochs, warmup, int(bs) if bs else None, device, args.precision)
+    machine["loadavg_after"] = os.getloadavg()
+
+    targets: dict[str, dict] = {}
+    worst = max(r["loading_share_median"] for r in results.values())
+    targets["data_loading_le_10pct"] = {"max_loading_share": worst, "pass": worst <= 0.10}
+    gru = results.get("gru@64") or results.get("gru")
+    if "matav" in results and gru is not None:
+        ratio = results["matav"]["epoch_s_median"] / gru["epoch_s_median"]
+        targets["matav_le_3x_gru"] = {"matav_epoch_s": results["matav"]["epoch_s_median"], "gru_epoch_s": gru["epoch_s_median"],
+                                      "gru_batch_size": gru["batch_size"], "matav_batch_size": results["matav"]["batch_size"],
+                                      "width": 256, "ratio": round(ratio, 3), "pass": ratio <= 3.0}
+    if "matav" in results:
+        per = results["matav"]["epoch_with_dev_s_median"]
+        targets["matav_100_epochs_le_5min"] = {"epoch_with_dev_s": per, "projected_100_epochs_s": round(100 * per, 1),
+                                               "pass": 100 * per <= 300.0}
+    print("\nhead                 batch  epoch s    cpu s  step ms  loading %  dev s")
+    for k, r in results.items():
+        print(f"{k:20s} {r['batch_size']:5d} {r['epoch_s_median']:8.2f} {r['epoch_cpu_s_median']:8.2f} {1000 * r['step_s_median']:8.1f}"
+              f" {100 * r['loading_share_median']:9.1f} {r['dev_predict_s_median']:6.2f}")
+    for k, v in targets.items():
+        print(f"{k}: {'PASS' if v['pass'] else 'FAIL'}")
+    out = {"benchmark": "train_speed", "cache": {"utterances": N_UTT, "dialogues": N_DLG, "classes": N_CLASSES,
+                                                  "pooled_dims": DIMS, "build_s": round(build_s, 2),
+                                                  "frames": ({m: {"T": list(r), "F": d} for m, (r, d) in FRAMES.items()}
+                                                             if frame_heads else None)},
+           "machine": machine, "warmup_epochs": args.warmup, "measured_epochs": args.epochs,
+           "results": results, "targets": targets}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
