@@ -148,6 +148,7 @@ def train_head(
     folds: Optional[int] = typer.Option(None, help="K-fold cross-validation instead of the cache's splits."),
     fold_grouping: str = typer.Option("dialogue", help="dialogue | utterance (pooled, DeepMSI-MER; leaks context)."),
     deterministic: bool = typer.Option(False, "--deterministic", help="torch.use_deterministic_algorithms(True)."),
+    precision: str = typer.Option("fp32", help="fp32 | bf16 (autocast of the training forward; eval in fp32)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<dataset>/<model>-<variant>-<tav>)."),
     quiet: bool = typer.Option(False, help="No progress bars."),
@@ -156,12 +157,15 @@ def train_head(
     from erc.heads.runs import resolve_config, resolve_head
     from erc.heads.train import _progress
 
+    if precision not in ("fp32", "bf16"):
+        raise UserError(f"--precision must be fp32 or bf16; got {precision!r}")
     overrides = parse_assignments(set_)
     name, cls = resolve_head(model)
     resolve_config(name, cls, variant, overrides)  # unknown variant / key -> UserError before loading
     cache, ds_name, mods = resolve_data(dataset, features, modalities, encoders)
     cfg = _train_cfg(cls, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, class_weights=class_weights,
                      max_frames=max_frames, deterministic=deterministic, device=device, quiet=quiet,
+                     precision=precision,
                      num_threads=threads)
     out = out or default_run_dir(ds_name, model, variant, mods, overrides)
     with _progress(quiet) as prog:
