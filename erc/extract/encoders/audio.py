@@ -191,19 +191,9 @@ class HFAudioEncoder(HFWeights, Encoder):
         return [Encoded(pooled[i].astype(np.float32), None if frames is None else frames[i, :n[i]],
                         None if layers is None else layers[i]) for i in range(len(items))]
 
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def frame_dim(self) -> int | None:
-        return self._dim if self.config.keep_frames else None
-
     def provenance(self) -> dict[str, Any]:
-        w = self.resolve()
         c = self.config
-        return {"model": c.model, "model_path": w.path, "weights_source": w.source,
-                "revision": c.revision or w.commit, "commit": w.commit, "layers": c.layers,
+        return {**self.weights_provenance(), "layers": c.layers,
                 "all_layers": c.all_layers, "pooling": "mean over real frames", "sample_rate": self.sr,
                 "max_seconds": c.max_seconds, "frame_rate_hz": self._frame_rate()}
 

@@ -129,6 +129,21 @@ class HFWeights:
     def check(self) -> None:
         self.resolve()
 
+    @property
+    def dim(self) -> int:
+        """Hidden size of the loaded model (0 before ``load``)."""
+        return int(getattr(self, "_dim", 0))
+
+    @property
+    def frame_dim(self) -> int | None:
+        return self.dim if self.config.keep_frames else None
+
+    def weights_provenance(self) -> dict[str, Any]:
+        """Model id, resolved path, where the weights came from, and their revision."""
+        w = self.resolve()
+        return {"model": self.model_id(), "model_path": w.path, "weights_source": w.source,
+                "revision": self.config.revision or w.commit, "commit": w.commit}
+
     def pretrained_kwargs(self) -> dict[str, Any]:
         w = self.resolve()
         kw: dict[str, Any] = {"local_files_only": w.source != "download"}

@@ -160,19 +160,9 @@ class HFTextEncoder(HFWeights, Encoder):
         return keep.numpy()
 
     # ------------------------------------------------------------------ description
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def frame_dim(self) -> int | None:
-        return self._dim if self.config.keep_frames else None
-
     def provenance(self) -> dict[str, Any]:
-        w = self.resolve()
         c = self.config
-        return {"model": self.model_id(), "model_path": w.path, "weights_source": w.source,
-                "revision": c.revision or w.commit, "commit": w.commit, "pooling": c.pooling,
+        return {**self.weights_provenance(), "pooling": c.pooling,
                 "layers": c.layers, "all_layers": c.all_layers, "context": c.context,
                 "context_future": c.context_future, "speaker_names": c.speaker_names,
                 "pool_over": c.pool_over if (c.context or c.context_future) else "utterance",
