@@ -39,7 +39,7 @@ from erc.extract.datasets.base import Corpus, Utterance  # noqa: E402
 from erc.extract.datasets.synth import write_wav  # noqa: E402
 from erc.extract.encoders import build_encoder  # noqa: E402
 from erc.extract.encoders.base import Encoder  # noqa: E402
-from erc.extract.run import RunConfig, _prepare_batch, extract, plan_batches  # noqa: E402
+from erc.extract.run import RunConfig, _prepare_batch, dialogue_positions, extract, plan_batches  # noqa: E402
 
 WORDS = ("i you we they it is was not so very really what why how when okay yeah no yes "
          "well just know think want go come home work time day night good bad fine great "
@@ -91,8 +91,7 @@ def time_extract(corpus: Corpus, enc: Encoder, out: Path) -> float:
 
 
 def prepared_batches(corpus: Corpus, enc: Encoder) -> list[list]:
-    dialogues = corpus.dialogues()
-    rows = [(d, p) for d in dialogues.values() for p in range(len(d))]
+    rows = dialogue_positions(corpus)
     return [_prepare_batch(enc, rows, b)[1] for b in plan_batches(enc, corpus.utterances)]
 
 

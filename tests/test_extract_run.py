@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from erc.errors import UserError
-from erc.extract.datasets.base import Corpus
-from erc.extract.run import RunConfig, extract, plan_batches
+from erc.extract.run import RunConfig, dialogue_positions, extract, plan_batches
 from erc.features.reader import FeatureCache
 from erc.features.shards import ShardStore, parts_dir
 from erc.features.verify import verify_cache
@@ -64,7 +63,7 @@ def test_resume_reuses_finished_batches_and_matches_a_full_run(tmp_path):
     plan = plan_batches(enc, corpus.utterances)
     store = ShardStore(part, "audio", "fake")
     store.open(config_hash({"encoder": enc.config_dict(), "frame_dtype": "float16"}), plan)
-    rows_ctx = [(d, p) for d in corpus.dialogues().values() for p in range(len(d))]
+    rows_ctx = dialogue_positions(corpus)
     for b in range(2):
         rows, items, status = _prepare_batch(enc, rows_ctx, plan[b])
         store.write(b, BatchResult(rows, status, _encode_batch(enc, items, status)))
@@ -123,3 +122,10 @@ def test_verify_reports_nan_and_bad_offsets(tmp_path):
         problems = verify_cache(cache)
     assert any("NaN" in p for p in problems)
     assert any("offsets end at" in p for p in problems)
+
+
+def test_dialogue_positions_follow_rows_even_when_dialogues_interleave(tmp_path):
+    corpus = fake_corpus(tmp_path, n_dialogues=3, per_dialogue=3)
+    corpus.utterances = corpus.utterances[::2] + corpus.utterances[1::2]  # rows no longer grouped
+    for u, (dialogue, pos) in zip(corpus.utterances, dialogue_positions(corpus)):
+        assert dialogue[pos] is u and all(x.dialogue_id == u.dialogue_id for x in dialogue)

@@ -82,6 +82,15 @@ def plan_batches(encoder: Encoder, utterances: Sequence[Utterance]) -> list[list
     return [order[i: i + size] for i in range(0, len(order), size)]
 
 
+def dialogue_positions(corpus: Corpus) -> list[tuple[list[Utterance], int]]:
+    """For each row of ``corpus.utterances``: its dialogue (in turn order) and its position there."""
+    where: dict[str, tuple[list[Utterance], int]] = {}
+    for utts in corpus.dialogues().values():
+        for p, u in enumerate(utts):
+            where[u.utterance_id] = (utts, p)
+    return [where[u.utterance_id] for u in corpus.utterances]
+
+
 def _prepare_batch(encoder: Encoder, corpus_rows: list[tuple[list[Utterance], int]],
                    rows: list[int]) -> tuple[list[int], list[Any], list[str]]:
     """Decode one batch on a worker thread: (rows, items or None, status per row)."""
@@ -131,18 +140,16 @@ def extract_group(corpus: Corpus, encoder: Encoder, out: Path, cfg: RunConfig, c
     if not cfg.force and group_is_current(out, encoder.modality, encoder.name, chash):
         summary.state = "up to date"
         return _fill_counts(summary, out)
-    dialogues = corpus.dialogues()
-    corpus_rows: list[tuple[list[Utterance], int]] = []
-    for utts in dialogues.values():
-        corpus_rows.extend((utts, p) for p in range(len(utts)))
+    corpus_rows = dialogue_positions(corpus)
     plan = plan_batches(encoder, corpus.utterances)
     store = ShardStore(out, encoder.modality, encoder.name)
     done = store.open(chash, plan)
     summary.resumed_batches = done
-    todo = [b for b in range(len(plan)) if b not in store.finished()]
+    finished = store.finished()
+    todo = [b for b in range(len(plan)) if b not in finished]
     desc = f"{encoder.modality}/{encoder.name}"
     if progress:
-        progress(desc, sum(len(plan[b]) for b in range(len(plan)) if b not in todo), len(corpus.utterances))
+        progress(desc, sum(len(plan[b]) for b in finished), len(corpus.utterances))
     if todo:
         t_load = time.perf_counter()
         encoder.load(cfg.device, fp16=cfg.device == "cuda")
