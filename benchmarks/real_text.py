@@ -43,14 +43,15 @@ DATASETS = {  # name -> (erc extract --dataset, root under --data)
     "meld": ("meld", "meld"),
 }
 
-# (label, head, head overrides, train options); train options override TrainConfig's defaults.
+# (label, head, variant, head overrides, train options); train options override TrainConfig's defaults.
 # lr 5e-4 / 80 epochs / patience 15 chosen on dev (gru, seeds 0-2): IEMOCAP 61.73 vs 60.66 at lr 1e-3 / 60 / 10,
 # MELD 56.21 vs 55.74 (benchmarks/REAL_TEXT.md).
 FAST = {"lr": 5e-4, "epochs": 80, "patience": 15}
 HEADS = [
-    ("gru", "gru", {}, FAST),
-    ("mlp", "mlp", {}, FAST),
-    ("matav", "matav", {}, {"lr": 5e-4, "epochs": 60, "patience": 10, "batch_size": 16}),
+    ("gru", "gru", "full", {}, FAST),
+    ("gru-party", "gru", "party", {}, FAST),
+    ("mlp", "mlp", "full", {}, FAST),
+    ("matav", "matav", "full", {}, {"lr": 5e-4, "epochs": 60, "patience": 10, "batch_size": 16}),
 ]
 
 
@@ -72,16 +73,19 @@ def train(dataset: str, cache: Path, runs: Path, seeds: int, threads: int, heads
     from erc.heads.train import TrainConfig
 
     out = {}
-    for label, head, overrides, opts in [h for h in HEADS if h[0] in heads]:
+    unknown = sorted(set(heads) - {h[0] for h in HEADS})
+    if unknown:
+        raise SystemExit(f"real_text.py: unknown head label(s) {', '.join(unknown)}; choose from {', '.join(h[0] for h in HEADS)}")
+    for label, head, variant, overrides, opts in [h for h in HEADS if h[0] in heads]:
         cfg = TrainConfig(**opts, num_threads=threads, quiet=True)
         t0 = time.time()
-        res = train_seeds(cache, head, {"text": TEXT[dataset][0]}, overrides, "full", cfg, runs / dataset / label,
+        res = train_seeds(cache, head, {"text": TEXT[dataset][0]}, overrides, variant, cfg, runs / dataset / label,
                           list(range(seeds)))
-        out[label] = {"test": res.summary["test"], "dev": res.summary["dev"], "train": {k: v for k, v in vars(cfg).items() if k in opts} | {"head": head},
+        out[label] = {"test": res.summary["test"], "dev": res.summary["dev"], "train": {k: v for k, v in vars(cfg).items() if k in opts} | {"head": head, "variant": variant},
                       "overrides": overrides, "seconds": round(time.time() - t0, 1),
                       "best_epochs": res.summary["best_epochs"]}
         t = res.summary["test"]
-        print(f"{dataset:8s} {label:9s} test W-F1 {100 * t['weighted_f1']['mean']:.2f} ± {100 * t['weighted_f1']['std']:.2f}"
+        print(f"{dataset:8s} {label:10s} test W-F1 {100 * t['weighted_f1']['mean']:.2f} ± {100 * t['weighted_f1']['std']:.2f}"
               f"  acc {100 * t['accuracy']['mean']:.2f}  dev W-F1 {100 * res.summary['dev']['weighted_f1']['mean']:.2f}"
               f"  ({out[label]['seconds']:.0f} s)", file=sys.stderr, flush=True)
     return out

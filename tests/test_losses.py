@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from erc.heads.losses import info_nce, label_aware_contrastive, mec_loss, supcon_loss
+from erc.heads.losses import _QueueInfoNCE, info_nce, info_nce_reference, label_aware_contrastive, mec_loss, supcon_loss
 
 L1E = math.log(1 + math.exp(-1))  # -log(e / (e + 1)) = 0.3132617
 
@@ -29,6 +29,26 @@ def test_info_nce_hand_values() -> None:
 def test_info_nce_empty_and_empty_queue() -> None:
     assert float(info_nce(torch.zeros(0, 2), torch.zeros(0, 2), t([0, 1]), 0.1)) == 0.0
     assert float(info_nce(t([1, 0]), t([1, 0]), torch.zeros(0, 2), 0.1)) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("chunk", [1 << 21, 22])  # one chunk; 2 rows a chunk (11 negatives)
+def test_info_nce_fused_matches_textbook_form_in_value_and_gradient(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_QueueInfoNCE, "CHUNK_ELEMENTS", chunk)
+    g = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(7, 5, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
+    k = torch.nn.functional.normalize(torch.randn(7, 5, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
+    queue = torch.nn.functional.normalize(torch.randn(11, 5, generator=g, dtype=torch.float64), dim=-1)
+    got, want = info_nce(q, k, queue, 0.07), info_nce_reference(q, k, queue, 0.07)
+    assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-12)
+    gq, gk = torch.autograd.grad(got, (q, k))
+    wq, wk = torch.autograd.grad(want, (q, k))
+    assert torch.allclose(gq, wq, atol=1e-12) and torch.allclose(gk, wk, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda a, b: info_nce(a, b, queue, 0.5), (q, k))
+
+
+def test_info_nce_refuses_a_queue_that_wants_a_gradient() -> None:
+    with pytest.raises(ValueError, match="queue"):
+        info_nce(t([1, 0]), t([1, 0]), t([0, 1]).requires_grad_(), 1.0)
 
 
 def test_mec_loss_pairs_and_validity() -> None:

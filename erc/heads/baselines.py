@@ -2,7 +2,9 @@
 
 - ``mlp``: concatenation of the present modalities' pooled vectors, no dialogue context, an MLP.
 - ``gru``: per-modality projections, concatenated, a bidirectional GRU over the dialogue (packed,
-  so padding never changes real outputs), optional speaker embedding, a linear classifier.
+  so padding never changes real outputs), optional speaker embedding, a linear classifier;
+  variant ``party`` adds a second BiGRU over each speaker's own turns (DialogueRNN's party state,
+  simplified) whose outputs are concatenated with the dialogue GRU's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import nn
 
 from erc.errors import UserError
 from erc.heads.base import DialogueBatch, Head, HeadInputs, HeadOutput
-from erc.heads.blocks import DialogueGRU, mlp
+from erc.heads.blocks import DialogueGRU, PartyGRU, mlp
 
 MODALITIES = ("text", "audio", "video")
 
@@ -66,6 +68,7 @@ class GRUConfig:
     proj: int = 256  # width after the input projection
     layers: int = 1
     speaker_embedding: bool = True
+    party: bool = False  # add a BiGRU over each speaker's own turns (variant "party")
     max_speakers: int = 16  # speaker ids at or above this share the last embedding
     dropout: float = 0.3
 
@@ -74,7 +77,8 @@ class GRUHead(Head):
     """Bidirectional GRU over the dialogue of concatenated modality vectors."""
 
     Config: ClassVar[type] = GRUConfig
-    variants: ClassVar[dict[str, dict[str, Any]]] = {"full": {}, "no-speaker": {"speaker_embedding": False}}
+    variants: ClassVar[dict[str, dict[str, Any]]] = {"full": {}, "no-speaker": {"speaker_embedding": False},
+                                                     "party": {"party": True}}
 
     def __init__(self, config: GRUConfig, inputs: HeadInputs) -> None:
         super().__init__(config, inputs)
@@ -85,12 +89,17 @@ class GRUHead(Head):
         self.inp = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(d_in, c.proj), nn.GELU())
         self.speaker = nn.Embedding(c.max_speakers, c.proj) if c.speaker_embedding else None
         self.gru = DialogueGRU(c.proj, c.hidden, c.layers, c.dropout)
-        self.classifier = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(self.gru.out_dim, inputs.n_classes))
+        self.party = PartyGRU(c.proj, c.hidden) if c.party else None
+        width = self.gru.out_dim + (self.party.out_dim if self.party is not None else 0)
+        self.classifier = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(width, inputs.n_classes))
 
     def forward(self, batch: DialogueBatch) -> HeadOutput:
         """pooled[m] ``[B, L, D_m]``, speakers ``[B, L]`` -> logits ``[B, L, C]``."""
         x = self.inp(_concat(batch, self.mods, self.norms))
         if self.speaker is not None:
             x = x + self.speaker(batch.speakers.clamp(0, self.config.max_speakers - 1))
-        logits = self.classifier(self.gru(x, batch.mask))
+        h = self.gru(x, batch.mask)
+        if self.party is not None:
+            h = torch.cat([h, self.party(x, batch.mask, batch.speakers)], dim=-1)
+        logits = self.classifier(h)
         return HeadOutput(logits=logits, aux_loss=logits.sum() * 0.0)

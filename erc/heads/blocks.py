@@ -15,17 +15,28 @@ from torch.nn import functional as F
 
 
 class FastDropout(nn.Dropout):
-    """``nn.Dropout`` (same p, same Bernoulli keep mask and 1 / (1 - p) scaling, no parameters)
-    whose mask is drawn as ``rand >= p``: about half the time of ``F.dropout``'s ``bernoulli_``
-    on CPU, where MaTAV's dropouts over ``[N, K, dim]`` tokens cost ~7 % of a training step."""
+    """``nn.Dropout`` for CPU training whose keep mask costs a quarter of the random numbers.
+
+    The mask is drawn as 16-bit uniform integers, four per 64-bit ``random_()`` word: an element
+    is dropped when its integer falls below ``round(p * 65536)``, so the drop probability is p
+    rounded to a multiple of 1/65536 (0.1 -> 0.100006) and kept elements are scaled by
+    1 / (1 - that probability). On this 2-core CPU the mask for a ``[3000, 3, 256]`` tensor takes
+    ~5 ms instead of ~17 ms for ``rand`` (and ~20 ms for ``F.dropout``'s ``bernoulli_``); MaTAV
+    draws dozens per step. Other devices use ``F.dropout``.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, True)
         if self.p == 1.0:
             return x * 0.0
-        keep = torch.rand(x.shape, device=x.device) >= self.p
-        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
+        cut = round(self.p * 65536)  # drop below this 16-bit value
+        n = x.numel()
+        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2 ** 63), None)
+        keep = words.view(torch.int16)[:n].view(x.shape) >= cut - 32768
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - cut / 65536))
 
 
 def use_fast_dropout(module: nn.Module) -> None:
@@ -193,6 +204,40 @@ class DialogueGRU(nn.Module):
         out, _ = self.gru(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return out * mask.unsqueeze(-1).to(out.dtype)
+
+
+class PartyGRU(nn.Module):
+    """A bidirectional GRU over each speaker's own turns (DialogueRNN's party state, simplified).
+
+    ``forward(x [B, L, D], mask [B, L], speakers [B, L]) -> [B, L, 2 * hidden]``: the real
+    utterances of each (dialogue, speaker) pair are gathered in dialogue order into one sequence,
+    run through a packed BiGRU, and scattered back to their positions (zeros at padding).
+    """
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.gru = DialogueGRU(dim, hidden)
+        self.out_dim = self.gru.out_dim
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        b, pos = mask.nonzero(as_tuple=True)  # real utterances, [N] each
+        out = x.new_zeros(B, L, self.out_dim)
+        if b.numel() == 0:
+            return out
+        spk = speakers[b, pos].clamp(min=0)
+        key = b * (int(spk.max()) + 1) + spk  # one id per (dialogue, speaker)
+        order = torch.argsort(key * L + pos)  # grouped by party, in dialogue order
+        b, pos, key = b[order], pos[order], key[order]
+        _, counts = torch.unique_consecutive(key, return_counts=True)  # turns per party, [G]
+        group = torch.repeat_interleave(torch.arange(counts.numel(), device=x.device), counts)  # [N]
+        step = torch.arange(b.numel(), device=x.device) - (torch.cumsum(counts, 0) - counts)[group]
+        seq = x.new_zeros(counts.numel(), int(counts.max()), x.shape[-1])  # [G, T, D]
+        seq[group, step] = x[b, pos]
+        seq_mask = torch.zeros(seq.shape[:2], dtype=torch.bool, device=x.device)
+        seq_mask[group, step] = True
+        out[b, pos] = self.gru(seq, seq_mask)[group, step]
+        return out
 
 
 class DialogueContext(nn.Module):

@@ -242,8 +242,8 @@ def torch_mixer_forward(mixer: MambaMixer, x: torch.Tensor, mask: torch.Tensor) 
     xz = mixer.in_proj(_Rows.apply(x.reshape(B * L, D), idx))  # [P, 2E]
     h, gate = xz.chunk(2, dim=-1)
     h_pad = h.new_zeros(B * L, E).index_copy(0, idx, h).view(B, L, E).transpose(1, 2)
-    h = mixer.act(mixer.conv1d(h_pad)[..., :L])  # causal depthwise conv, [B, E, L]
-    u = _Rows.apply(h.transpose(1, 2).reshape(B * L, E), idx)  # [P, E]
+    h = mixer.conv1d(h_pad)[..., :L]  # causal depthwise conv, [B, E, L]
+    u = mixer.act(_Rows.apply(h.transpose(1, 2).reshape(B * L, E), idx))  # [P, E]: SiLU on real rows only
     dt, Bm, Cm = torch.split(mixer.x_proj(u), [R, N, N], dim=-1)
     dt = nn.functional.softplus(mixer.dt_proj(dt))  # [P, E]
     A = -torch.exp(mixer.A_log.float())  # [E, N]
