@@ -4,7 +4,9 @@
 - ``gru``: per-modality projections, concatenated, a bidirectional GRU over the dialogue (packed,
   so padding never changes real outputs), optional speaker embedding, a linear classifier;
   variant ``party`` adds a second BiGRU over each speaker's own turns (DialogueRNN's party state,
-  simplified) whose outputs are concatenated with the dialogue GRU's.
+  simplified) whose outputs are concatenated with the dialogue GRU's; ``attention_pool`` adds, per
+  modality, a learned attention pooling of the cached frames (e.g. the utterance's token vectors)
+  next to the cache's pooled vector.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from torch import nn
 
 from erc.errors import UserError
 from erc.heads.base import DialogueBatch, Head, HeadInputs, HeadOutput
-from erc.heads.blocks import DialogueGRU, PartyGRU, mlp
+from erc.heads.blocks import AttentionPool, DialogueGRU, PartyGRU, mlp
 
 MODALITIES = ("text", "audio", "video")
 
@@ -69,6 +71,7 @@ class GRUConfig:
     layers: int = 1
     speaker_embedding: bool = True
     party: bool = False  # add a BiGRU over each speaker's own turns (variant "party")
+    attention_pool: bool = False  # also pool each modality's cached frames with learned attention
     max_speakers: int = 16  # speaker ids at or above this share the last embedding
     dropout: float = 0.3
 
@@ -78,7 +81,8 @@ class GRUHead(Head):
 
     Config: ClassVar[type] = GRUConfig
     variants: ClassVar[dict[str, dict[str, Any]]] = {"full": {}, "no-speaker": {"speaker_embedding": False},
-                                                     "party": {"party": True}}
+                                                     "party": {"party": True},
+                                                     "party-attn": {"party": True, "attention_pool": True}}
 
     def __init__(self, config: GRUConfig, inputs: HeadInputs) -> None:
         super().__init__(config, inputs)
@@ -86,6 +90,10 @@ class GRUHead(Head):
         self.mods = _modalities(inputs, "gru")
         self.norms = nn.ModuleDict({m: nn.LayerNorm(inputs.pooled_dims[m]) for m in self.mods})
         d_in = sum(inputs.pooled_dims[m] for m in self.mods)
+        pooled_frames = [m for m in self.mods if m in inputs.frame_dims] if c.attention_pool else []
+        self.pools = nn.ModuleDict({m: AttentionPool(inputs.frame_dims[m]) for m in pooled_frames})
+        self.pool_norms = nn.ModuleDict({m: nn.LayerNorm(inputs.frame_dims[m]) for m in pooled_frames})
+        d_in += sum(inputs.frame_dims[m] for m in pooled_frames)
         self.inp = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(d_in, c.proj), nn.GELU())
         self.speaker = nn.Embedding(c.max_speakers, c.proj) if c.speaker_embedding else None
         self.gru = DialogueGRU(c.proj, c.hidden, c.layers, c.dropout)
@@ -93,9 +101,19 @@ class GRUHead(Head):
         width = self.gru.out_dim + (self.party.out_dim if self.party is not None else 0)
         self.classifier = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(width, inputs.n_classes))
 
+    @classmethod
+    def frames_for(cls, config: GRUConfig, modalities: list[str]) -> list[str]:
+        return [m for m in MODALITIES if m in modalities] if config.attention_pool else []
+
     def forward(self, batch: DialogueBatch) -> HeadOutput:
-        """pooled[m] ``[B, L, D_m]``, speakers ``[B, L]`` -> logits ``[B, L, C]``."""
-        x = self.inp(_concat(batch, self.mods, self.norms))
+        """pooled[m] ``[B, L, D_m]``, speakers ``[B, L]`` (frames[m] ``[B, L, T, F_m]`` with
+        attention_pool) -> logits ``[B, L, C]``."""
+        x = _concat(batch, self.mods, self.norms)
+        if len(self.pools):
+            pooled = [self.pool_norms[m](self.pools[m](batch.frames[m], batch.frame_mask[m]))
+                      * batch.present[m].unsqueeze(-1).to(x.dtype) for m in self.pools]
+            x = torch.cat([x, *pooled], dim=-1)
+        x = self.inp(x)
         if self.speaker is not None:
             x = x + self.speaker(batch.speakers.clamp(0, self.config.max_speakers - 1))
         h = self.gru(x, batch.mask)

@@ -108,10 +108,15 @@ class FusionLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, kpm: torch.Tensor) -> torch.Tensor:
         N, K, D = x.shape
-        q, k, v = self.qkv(self.n1(x)).view(N, K, 3, self.heads, D // self.heads).unbind(2)
-        att = torch.einsum("nqhd,nkhd->nhqk", q, k) / math.sqrt(D // self.heads)
-        att = att.masked_fill(kpm[:, None, None, :], float("-inf")).softmax(-1)
-        a = torch.einsum("nhqk,nkhd->nqhd", self.drop(att), v).reshape(N, K, D)
+        if K == 1:  # one token (one modality): softmax over one key is 1, so only v is needed
+            v = F.linear(self.n1(x), self.qkv.weight[2 * D:], self.qkv.bias[2 * D:]).view(N, 1, self.heads, D // self.heads)
+            att = self.drop(v.new_ones(N, 1, self.heads, 1))  # the same dropout on the attention weights
+            a = (att * v).reshape(N, 1, D)
+        else:
+            q, k, v = self.qkv(self.n1(x)).view(N, K, 3, self.heads, D // self.heads).unbind(2)
+            att = torch.einsum("nqhd,nkhd->nhqk", q, k) / math.sqrt(D // self.heads)
+            att = att.masked_fill(kpm[:, None, None, :], float("-inf")).softmax(-1)
+            a = torch.einsum("nhqk,nkhd->nqhd", self.drop(att), v).reshape(N, K, D)
         x = x + self.drop(self.out(a))
         return x + self.drop(self.ff(self.n2(x)))
 
@@ -204,6 +209,26 @@ class DialogueGRU(nn.Module):
         out, _ = self.gru(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return out * mask.unsqueeze(-1).to(out.dtype)
+
+
+class AttentionPool(nn.Module):
+    """Additive attention pooling over a sequence of frames (e.g. an utterance's tokens).
+
+    ``forward(x [..., T, D], mask [..., T]) -> [..., D]``: score_t = v·tanh(W x_t), softmax over
+    the real frames, weighted sum. Rows without a real frame give zeros.
+    """
+
+    def __init__(self, dim: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1, bias=False))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # the scoring MLP runs on the real frames only (padding is most of a padded token batch)
+        real_scores = self.score(x[mask]).squeeze(-1)  # [P]
+        scores = real_scores.new_full(mask.shape, float("-inf")).masked_scatter(mask, real_scores)  # [..., T]
+        any_real = mask.any(-1, keepdim=True)
+        weights = scores.masked_fill(~any_real, 0.0).softmax(-1) * any_real.to(x.dtype)
+        return (weights.unsqueeze(-1) * x).sum(-2)
 
 
 class PartyGRU(nn.Module):

@@ -225,6 +225,23 @@ def pack_index(mask: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     return flat[alive], counts
 
 
+def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``Conv1d(E, E, K, groups=E, padding=K-1)(x)[..., :L]`` written channels-last as K shifted
+    multiply-adds: x ``[B, L, E]``, weight ``[E, 1, K]``, bias ``[E]`` -> ``[B, L, E]``.
+
+    y[t] = bias + sum_k weight[:, 0, k] * x[t - (K - 1) + k] (zeros before the start). On CPU this
+    is several times faster than oneDNN's depthwise convolution backward at these sizes, and it
+    needs no transposes.
+    """
+    L, K = x.shape[1], weight.shape[-1]
+    xp = nn.functional.pad(x, (0, 0, K - 1, 0))  # [B, L + K - 1, E]
+    w = weight[:, 0, :].t()  # [K, E]
+    y = xp[:, K - 1:K - 1 + L] * w[K - 1]
+    for k in range(K - 1):
+        y = y + xp[:, k:k + L] * w[k]
+    return y + bias if bias is not None else y
+
+
 def torch_mixer_forward(mixer: MambaMixer, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``MambaMixer.slow_forward`` (no cache) on the real positions of a right-padded batch.
 
@@ -241,9 +258,9 @@ def torch_mixer_forward(mixer: MambaMixer, x: torch.Tensor, mask: torch.Tensor) 
         return x * 0.0
     xz = mixer.in_proj(_Rows.apply(x.reshape(B * L, D), idx))  # [P, 2E]
     h, gate = xz.chunk(2, dim=-1)
-    h_pad = h.new_zeros(B * L, E).index_copy(0, idx, h).view(B, L, E).transpose(1, 2)
-    h = mixer.conv1d(h_pad)[..., :L]  # causal depthwise conv, [B, E, L]
-    u = mixer.act(_Rows.apply(h.transpose(1, 2).reshape(B * L, E), idx))  # [P, E]: SiLU on real rows only
+    h_pad = h.new_zeros(B * L, E).index_copy(0, idx, h).view(B, L, E)
+    h = causal_depthwise_conv(h_pad, mixer.conv1d.weight, mixer.conv1d.bias)  # [B, L, E]
+    u = mixer.act(_Rows.apply(h.reshape(B * L, E), idx))  # [P, E]: SiLU on real rows only
     dt, Bm, Cm = torch.split(mixer.x_proj(u), [R, N, N], dim=-1)
     dt = nn.functional.softplus(mixer.dt_proj(dt))  # [P, E]
     A = -torch.exp(mixer.A_log.float())  # [E, N]
