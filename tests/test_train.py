@@ -137,3 +137,28 @@ def test_bf16_training_precision_runs_and_scores(tmp_path):
                       precision="bf16")
     result = train_run(cache, "gru", ["t"], {"hidden": "8", "proj": "16"}, "full", cfg, tmp_path / "run")
     assert 0.0 <= result.test["weighted_f1"] <= 1.0
+
+
+def _denormal_survives() -> bool:
+    return bool(torch.tensor([1e-39]) * 1.0 != 0)  # 1e-39 is below float32's smallest normal
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
+def test_training_steps_flush_denormals_and_turn_it_off_after(cache, monkeypatch):
+    from erc.heads import train as train_mod
+
+    seen = []
+    forward = TinyHead.forward
+
+    def spy(self, batch):
+        seen.append(_denormal_survives())
+        return forward(self, batch)
+
+    monkeypatch.setattr(TinyHead, "forward", spy)
+    data = DialogueData(cache, ["text"], [])
+    head = TinyHead(TinyHead.Config(), data.inputs())
+    opt = torch.optim.AdamW(head.parameters())
+    train_mod._train_epoch(head, data, opt, TrainConfig(**FAST), torch.device("cpu"), None, torch.Generator())
+    predict(head, data, "dev", torch.device("cpu"))
+    assert seen and not any(seen)  # every forward (train and dev) ran with denormals flushed
+    assert _denormal_survives()  # and the flag is off again afterwards
