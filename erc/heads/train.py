@@ -106,21 +106,23 @@ def _threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-@contextlib.contextmanager
-def flush_denormals() -> Iterator[None]:
-    """Flush denormal floats to zero on the CPU (FTZ/DAZ) while the block runs, then turn it off.
+def flush_denormals() -> bool:
+    """Flush denormal floats to zero on the CPU (FTZ/DAZ) for this process; returns whether the
+    CPU supports it.
 
-    AdamW's second moments of tiny gradients fall into the denormal range (below 1.2e-38), where
-    x86 arithmetic is tens of times slower: without this a CPU MaTAV epoch spent ~40 % of its time
-    in the optimizer's sqrt / lerp / addcdiv. Flushing changes no result that matters: the
-    optimizer adds eps = 1e-8 to the square root of those moments anyway. torch has no getter
-    for the flag, so it is left off afterwards (torch's default).
+    AdamW's second moments of tiny gradients fall into float32's denormal range (below 1.2e-38),
+    where x86 arithmetic is tens of times slower: without this a CPU MaTAV epoch spends ~40 % of
+    its time in the optimizer's sqrt / lerp / addcdiv. Flushing changes no result that matters
+    (the optimizer adds eps = 1e-8 to the square root of those moments anyway).
+
+    The flag is per thread and a new thread copies it from its creator, so it reaches torch's
+    OpenMP workers only if it is set before torch starts them (its first parallel op): this module
+    calls it when it is imported, and the CLI imports it before any tensor work.
     """
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
+    return torch.set_flush_denormal(True)
+
+
+flush_denormals()
 
 
 def _batches(ids: Sequence[int], size: int, gen: torch.Generator | None) -> Iterator[list[int]]:
@@ -131,7 +133,6 @@ def _batches(ids: Sequence[int], size: int, gen: torch.Generator | None) -> Iter
 
 
 @torch.no_grad()
-@flush_denormals()
 def predict(head: Head, data: DialogueData, split: str, device: torch.device, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities for the utterances assigned to ``split``: ``(rows [n], probs [n, C])``."""
     head.eval()
@@ -156,7 +157,6 @@ def _score(data: DialogueData, rows: np.ndarray, probs: np.ndarray) -> dict[str,
     return classification_metrics(y[ok], probs[ok].argmax(1), data.labels)
 
 
-@flush_denormals()
 def _train_epoch(head: Head, data: DialogueData, opt: torch.optim.Optimizer, cfg: TrainConfig, device: torch.device,
                  weight: torch.Tensor | None, gen: torch.Generator) -> dict[str, float]:
     head.train()
