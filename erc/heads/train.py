@@ -106,25 +106,6 @@ def _threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def flush_denormals() -> bool:
-    """Flush denormal floats to zero on the CPU (FTZ/DAZ) for this process; returns whether the
-    CPU supports it.
-
-    AdamW's second moments of tiny gradients fall into float32's denormal range (below 1.2e-38),
-    where x86 arithmetic is tens of times slower: without this a CPU MaTAV epoch spends ~40 % of
-    its time in the optimizer's sqrt / lerp / addcdiv. Flushing changes no result that matters
-    (the optimizer adds eps = 1e-8 to the square root of those moments anyway).
-
-    The flag is per thread and a new thread copies it from its creator, so it reaches torch's
-    OpenMP workers only if it is set before torch starts them (its first parallel op): this module
-    calls it when it is imported, and the CLI imports it before any tensor work.
-    """
-    return torch.set_flush_denormal(True)
-
-
-flush_denormals()
-
-
 def _batches(ids: Sequence[int], size: int, gen: torch.Generator | None) -> Iterator[list[int]]:
     order = torch.randperm(len(ids), generator=gen).tolist() if gen is not None else range(len(ids))
     ids = [ids[i] for i in order]
