@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -109,16 +110,18 @@ def _run_config(cache: Path, model: str, mods: dict[str, str | None], overrides:
 def _table(title: str, rows: list[tuple[str, Any]]) -> Table:
     from erc.heads.metrics import summarise
 
-    table = Table(title=title)
+    # compact (no edges, "mean±std", numbers never wrapped) so one row fits an 80-column terminal
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for col in ("head", "variant", "mods", "runs", "test W-F1", "test acc", "test mF1", "dev W-F1"):
-        table.add_column(col, justify="right" if "F1" in col or "acc" in col else "left")
+        number = "F1" in col or "acc" in col
+        table.add_column(col, justify="right" if number else "left", no_wrap=number)
     for label, res in rows:
         head, variant, mods = label.split("|")
         tests = [r.test for r in res.runs if r.test]
         devs = [r.dev for r in res.runs if r.dev]
-        table.add_row(head, variant, mods, str(len(res.runs)), summarise([t["weighted_f1"] for t in tests]),
-                      summarise([t["accuracy"] for t in tests]), summarise([t["macro_f1"] for t in tests]),
-                      summarise([d["weighted_f1"] for d in devs]))
+        table.add_row(head, variant, mods, str(len(res.runs)),
+                      *(summarise([t[k] for t in tests], sep="±") for k in ("weighted_f1", "accuracy", "macro_f1")),
+                      summarise([d["weighted_f1"] for d in devs], sep="±"))
     return table
 
 

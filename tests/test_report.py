@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -56,9 +58,14 @@ def test_cli_train_ablate_report(cache, tmp_path, monkeypatch):
     runner = CliRunner()
     common = ["--features", str(cache), "--modalities", "t,a", "--epochs", "2", "--seeds", "2", "--device", "cpu", "--quiet",
               "--batch-size", "4"]
+    monkeypatch.setenv("COLUMNS", "80")
     res = runner.invoke(app, ["train-head", "--model", "mlp", *common, "--threads", "1", "--out", str(tmp_path / "runs" / "mlp")])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "test W-F1" in res.output and "±" in res.output
+    # in an 80-column terminal the table row keeps every "mean±std" whole on one line
+    row = next(line for line in res.output.splitlines() if line.startswith("mlp "))
+    assert len(re.findall(r"\d+\.\d\d±\d+\.\d\d", row)) == 4, res.output
+    assert max(len(line) for line in (res.output.split(row)[0] + row).splitlines()) <= 80, res.output
     assert (tmp_path / "runs" / "mlp" / "seed1" / "done").exists()
     res = runner.invoke(app, ["ablate", "--model", "gru", "--variants", "full,no-speaker", *common, "--out", str(tmp_path / "runs")])
     assert res.exit_code == 0, res.output + repr(res.exception)

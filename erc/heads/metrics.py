@@ -52,12 +52,13 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
 
 
-def summarise(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
-    """``"mean ± std"`` of ``values`` (scaled, e.g. 0.7358 -> ``"73.58 ± 0.00"``)."""
+def summarise(values: Sequence[float], scale: float = 100.0, digits: int = 2, sep: str = " ± ") -> str:
+    """``"mean ± std"`` of ``values`` (scaled, e.g. 0.7358 -> ``"73.58 ± 0.00"``; ``sep="±"`` gives
+    the compact ``"73.58±0.00"`` of the terminal tables)."""
     mean, std = mean_std(values)
     if math.isnan(mean):
         return "n/a"
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f}{sep}{std * scale:.{digits}f}"
 
 
 def aggregate(metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
