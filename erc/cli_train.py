@@ -82,6 +82,8 @@ def _train_cfg(head_cls: Any, **kw: Any) -> Any:
     """TrainConfig: options the user gave > the head's ``train_defaults`` (its paper's) > defaults."""
     from erc.heads.train import TrainConfig
 
+    if kw.get("precision") not in (None, "fp32", "bf16"):
+        raise UserError(f"--precision must be fp32 or bf16; got {kw['precision']!r}")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     defaults = {k: v for k, v in (getattr(head_cls, "train_defaults", None) or {}).items() if k in known}
     return TrainConfig(**{**defaults, **{k: v for k, v in kw.items() if v is not None}})
@@ -130,6 +132,18 @@ FeaturesOpt = typer.Option(None, help="Feature cache path (overrides --dataset).
 ModalitiesOpt = typer.Option(None, help="Modalities, e.g. t,a,v or text,audio (default: all in the cache).")
 EncodersOpt = typer.Option(None, help="Encoder group per modality, e.g. text=minilm,audio=mel.")
 SetOpt = typer.Option(None, "--set", help="Head config override key=value. Repeatable.")
+# training options shared by train-head and ablate; unset ones fall back to the head's train_defaults
+EpochsOpt = typer.Option(None, help="Max epochs (default: the head's, else 100).")
+BatchOpt = typer.Option(None, help="Dialogues per batch (default: the head's, else 16).")
+LrOpt = typer.Option(None, help="AdamW learning rate (default: the head's, else 1e-4).")
+PatienceOpt = typer.Option(None, help="Early stopping on dev W-F1 (default 20; 0 = off).")
+ClassWeightsOpt = typer.Option(False, "--class-weights", help="Inverse-frequency class weights.")
+ThreadsOpt = typer.Option(None, help="CPU threads for torch (default: torch's).")
+MaxFramesOpt = typer.Option(None, help="Truncate frame sequences to this many frames.")
+DeterministicOpt = typer.Option(False, "--deterministic", help="torch.use_deterministic_algorithms(True).")
+PrecisionOpt = typer.Option("fp32", help="fp32 | bf16 (autocast of the training forward; eval in fp32).")
+DeviceOpt = typer.Option("auto", help="auto | cpu | cuda.")
+QuietOpt = typer.Option(False, help="No progress bars.")
 
 
 def train_head(
@@ -141,27 +155,25 @@ def train_head(
     set_: Optional[list[str]] = SetOpt,
     variant: str = typer.Option("full", help="Ablation variant of the head."),
     seeds: int = typer.Option(3, help="Number of seeds (0..N-1); reported as mean ± std."),
-    epochs: Optional[int] = typer.Option(None, help="Max epochs (default 100)."),
-    batch_size: Optional[int] = typer.Option(None, help="Dialogues per batch (default 16)."),
-    lr: Optional[float] = typer.Option(None, help="AdamW learning rate (default 1e-4)."),
-    patience: Optional[int] = typer.Option(None, help="Early stopping on dev W-F1 (default 20; 0 = off)."),
-    class_weights: bool = typer.Option(False, "--class-weights", help="Inverse-frequency class weights."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's)."),
-    max_frames: Optional[int] = typer.Option(None, help="Truncate frame sequences to this many frames."),
+    epochs: Optional[int] = EpochsOpt,
+    batch_size: Optional[int] = BatchOpt,
+    lr: Optional[float] = LrOpt,
+    patience: Optional[int] = PatienceOpt,
+    class_weights: bool = ClassWeightsOpt,
+    threads: Optional[int] = ThreadsOpt,
+    max_frames: Optional[int] = MaxFramesOpt,
     folds: Optional[int] = typer.Option(None, help="K-fold cross-validation instead of the cache's splits."),
     fold_grouping: str = typer.Option("dialogue", help="dialogue | utterance (pooled, DeepMSI-MER; leaks context)."),
-    deterministic: bool = typer.Option(False, "--deterministic", help="torch.use_deterministic_algorithms(True)."),
-    precision: str = typer.Option("fp32", help="fp32 | bf16 (autocast of the training forward; eval in fp32)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    deterministic: bool = DeterministicOpt,
+    precision: str = PrecisionOpt,
+    device: str = DeviceOpt,
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<dataset>/<model>-<variant>-<tav>)."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = QuietOpt,
 ) -> None:
     """Train a head on a feature cache: dev-selected test weighted F1, mean ± std over seeds."""
     from erc.heads.runs import resolve_config, resolve_head
     from erc.heads.train import _progress
 
-    if precision not in ("fp32", "bf16"):
-        raise UserError(f"--precision must be fp32 or bf16; got {precision!r}")
     overrides = parse_assignments(set_)
     name, cls = resolve_head(model)
     resolve_config(name, cls, variant, overrides)  # unknown variant / key -> UserError before loading
@@ -194,14 +206,18 @@ def ablate(
     modalities: Optional[str] = ModalitiesOpt,
     encoders: Optional[str] = EncodersOpt,
     set_: Optional[list[str]] = SetOpt,
-    epochs: Optional[int] = typer.Option(None, help="Max epochs (default 100)."),
-    batch_size: Optional[int] = typer.Option(None, help="Dialogues per batch (default 16)."),
-    lr: Optional[float] = typer.Option(None, help="AdamW learning rate (default 1e-4)."),
-    patience: Optional[int] = typer.Option(None, help="Early stopping patience (default 20)."),
-    class_weights: bool = typer.Option(False, "--class-weights", help="Inverse-frequency class weights."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    epochs: Optional[int] = EpochsOpt,
+    batch_size: Optional[int] = BatchOpt,
+    lr: Optional[float] = LrOpt,
+    patience: Optional[int] = PatienceOpt,
+    class_weights: bool = ClassWeightsOpt,
+    threads: Optional[int] = ThreadsOpt,
+    max_frames: Optional[int] = MaxFramesOpt,
+    deterministic: bool = DeterministicOpt,
+    precision: str = PrecisionOpt,
+    device: str = DeviceOpt,
     out: Optional[Path] = typer.Option(None, help="Root folder (default runs/<dataset>/); one subfolder per variant."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = QuietOpt,
 ) -> None:
     """Train every variant of a head over several seeds and print the paper-style ablation table."""
     from erc.heads.report import ablation_table
@@ -215,7 +231,8 @@ def ablate(
         resolve_config(name, cls, v, overrides)
     cache, ds_name, mods = resolve_data(dataset, features, modalities, encoders)
     cfg = _train_cfg(cls, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, class_weights=class_weights,
-                     device=device, quiet=quiet)
+                     max_frames=max_frames, deterministic=deterministic, device=device, quiet=quiet,
+                     precision=precision, num_threads=threads)
     results = []
     with _progress(quiet) as prog:
         for v in names:

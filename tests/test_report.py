@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
@@ -67,9 +68,15 @@ def test_cli_train_ablate_report(cache, tmp_path, monkeypatch):
     assert len(re.findall(r"\d+\.\d\d±\d+\.\d\d", row)) == 4, res.output
     assert max(len(line) for line in (res.output.split(row)[0] + row).splitlines()) <= 80, res.output
     assert (tmp_path / "runs" / "mlp" / "seed1" / "done").exists()
-    res = runner.invoke(app, ["ablate", "--model", "gru", "--variants", "full,no-speaker", *common, "--out", str(tmp_path / "runs")])
+    res = runner.invoke(app, ["ablate", "--model", "gru", "--variants", "full,no-speaker", *common, "--out", str(tmp_path / "runs"),
+                              "--precision", "bf16", "--threads", "1"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "no-speaker" in res.output and "Δ vs full" in res.output
+    ablated = json.loads(next((tmp_path / "runs").glob("gru-no-speaker-*/seed0/config.json")).read_text())
+    assert ablated["train"]["precision"] == "bf16"  # ablate takes train-head's training options
+    for cmd in (["train-head", "--model", "mlp"], ["ablate", "--model", "gru"]):
+        res = runner.invoke(app, [*cmd, *common, "--precision", "fp8"])
+        assert isinstance(res.exception, UserError) and "--precision" in str(res.exception), (cmd, res.exception)
     res = runner.invoke(app, ["report", str(tmp_path / "runs")])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert (tmp_path / "runs" / "report.md").exists()
