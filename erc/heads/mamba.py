@@ -229,9 +229,9 @@ def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     """``Conv1d(E, E, K, groups=E, padding=K-1)(x)[..., :L]`` written channels-last as K shifted
     multiply-adds: x ``[B, L, E]``, weight ``[E, 1, K]``, bias ``[E]`` -> ``[B, L, E]``.
 
-    y[t] = bias + sum_k weight[:, 0, k] * x[t - (K - 1) + k] (zeros before the start). On CPU this
-    is several times faster than oneDNN's depthwise convolution backward at these sizes, and it
-    needs no transposes.
+    y[t] = bias + sum_k weight[:, 0, k] * x[t - (K - 1) + k] (zeros before the start). It needs no
+    transposes; on a quiet 2-core CPU it is as fast as ``nn.Conv1d`` (forward + backward at
+    ``[64, 79, 512]``: 17-19 ms against 19-23 ms fp32, 14-19 against 23 ms under bf16 autocast).
     """
     L, K = x.shape[1], weight.shape[-1]
     xp = nn.functional.pad(x, (0, 0, K - 1, 0))  # [B, L + K - 1, E]
