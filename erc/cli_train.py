@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import typer
 from rich import box
@@ -109,22 +109,30 @@ def _run_config(cache: Path, model: str, mods: dict[str, str | None], overrides:
     return res
 
 
+def _compact_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    """A results table that fits an 80-column terminal: no edges, and the score columns (their
+    names hold "F1" or "acc"; cells like "60.48±0.62") right-aligned and never wrapped."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for col in columns:
+        score = "F1" in col or "acc" in col
+        table.add_column(col, justify="right" if score else "left", no_wrap=score, overflow="ellipsis" if score else "fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def _table(title: str, rows: list[tuple[str, Any]]) -> Table:
     from erc.heads.metrics import summarise
 
-    # compact (no edges, "mean±std", numbers never wrapped) so one row fits an 80-column terminal
-    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-    for col in ("head", "variant", "mods", "runs", "test W-F1", "test acc", "test mF1", "dev W-F1"):
-        number = "F1" in col or "acc" in col
-        table.add_column(col, justify="right" if number else "left", no_wrap=number)
+    cells = []
     for label, res in rows:
         head, variant, mods = label.split("|")
         tests = [r.test for r in res.runs if r.test]
         devs = [r.dev for r in res.runs if r.dev]
-        table.add_row(head, variant, mods, str(len(res.runs)),
+        cells.append([head, variant, mods, str(len(res.runs)),
                       *(summarise([t[k] for t in tests], sep="±") for k in ("weighted_f1", "accuracy", "macro_f1")),
-                      summarise([d["weighted_f1"] for d in devs], sep="±"))
-    return table
+                      summarise([d["weighted_f1"] for d in devs], sep="±")])
+    return _compact_table(title, ("head", "variant", "mods", "runs", "test W-F1", "test acc", "test mF1", "dev W-F1"), cells)
 
 
 DatasetOpt = typer.Option("iemocap", help="Dataset name: reads features/<dataset>.h5.")
@@ -256,12 +264,14 @@ def report(directory: Path = typer.Argument(..., help="Folder holding run direct
     df = write_report(directory)
     if not len(df):
         raise UserError(f"no runs (metrics.json) under {directory}")
-    table = Table(title=f"{directory}: test W-F1 at best dev epoch")
-    for col in ("head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1"):
-        table.add_column(col)
-    for row in df.itertuples(index=False):
-        table.add_row(*(str(getattr(row, c)) for c in ("head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1")))
-    Console().print(table)
+    # the protocol column only where some run is not on the cache's official split
+    cols = ["dataset", "head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1"]
+    if (df["protocol"] == "official split").all():
+        cols.remove("protocol")
+    names = {"modalities": "mods", "test_wf1": "test W-F1", "test_acc": "test acc", "test_macro_f1": "test mF1"}
+    df = df.assign(modalities=[",".join(SHORT.get(m, m) for m in str(v).split(",")) for v in df["modalities"]])
+    rows = [[str(v).replace(" ± ", "±") for v in row] for row in df[cols].itertuples(index=False)]
+    Console().print(_compact_table(f"{directory}: test at the best dev epoch", [names.get(c, c) for c in cols], rows))
     Console().print(f"wrote {directory / 'report.md'} and {directory / 'report.csv'}")
 
 

@@ -80,6 +80,9 @@ def test_cli_train_ablate_report(cache, tmp_path, monkeypatch):
     res = runner.invoke(app, ["report", str(tmp_path / "runs")])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert (tmp_path / "runs" / "report.md").exists()
+    # every row names its dataset (runs of several datasets can share a folder), in the CSV and on screen
+    assert set(pd.read_csv(tmp_path / "runs" / "report.csv")["dataset"]) == {"synthetic"}
+    assert sum(line.startswith("synthetic ") for line in res.output.splitlines()) == 3  # mlp, gru full, gru no-speaker
     for bad, needle in ((["--modalities", "x"], "unknown modality"), (["--variant", "nope"], "variant"),
                         (["--features", str(tmp_path / "none.h5")], "no feature cache")):
         args = ["train-head", "--model", "mlp", *common, *bad]

@@ -29,7 +29,8 @@ def find_runs(root: str | Path) -> list[Path]:
 def _load(run: Path) -> dict[str, Any]:
     metrics = json.loads((run / "metrics.json").read_text())
     config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
-    return {"dir": run, "metrics": metrics, "config": config}
+    prov = json.loads((run / "provenance.json").read_text()) if (run / "provenance.json").exists() else {}
+    return {"dir": run, "metrics": metrics, "config": config, "dataset": prov.get("cache_attrs", {}).get("dataset") or "?"}
 
 
 def _group_key(cfg: dict[str, Any]) -> str:
@@ -59,6 +60,7 @@ def summary_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         cfg, m0 = members[0]["config"], members[0]["metrics"]
         tests = [m["metrics"].get("test") or {} for m in members]
         row: dict[str, Any] = {
+            "dataset": members[0]["dataset"],
             "head": str(m0.get("head", cfg.get("head", "?"))).split(":")[-1],
             "variant": m0.get("variant", cfg.get("variant", "?")),
             "modalities": ",".join(cfg.get("encoders", {}) or m0.get("modalities", [])),
@@ -78,7 +80,7 @@ def summary_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             mean = mean_std([t.get("per_class_f1", {}).get(name, math.nan) for t in tests])[0]
             row[f"f1_{name}"] = "-" if math.isnan(mean) else round(mean * 100, 2)  # "-": class absent
         rows.append(row)
-    return sorted(rows, key=lambda r: (r["head"], r["variant"], r["modalities"]))
+    return sorted(rows, key=lambda r: (r["dataset"], r["head"], r["variant"], r["modalities"]))
 
 
 def plot_confusion(metrics: dict[str, Any], path: Path, title: str = "") -> None:
@@ -124,7 +126,7 @@ def plot_curves(epochs: pd.DataFrame, path: Path, best_epoch: int | None = None,
 def _plots(run: dict[str, Any]) -> None:
     d, m = run["dir"], run["metrics"]
     stamp = (d / "metrics.json").stat().st_mtime
-    title = f"{str(m.get('head', '')).split(':')[-1]} {m.get('variant', '')} seed {m.get('seed', '')}"
+    title = f"{run['dataset']}: {str(m.get('head', '')).split(':')[-1]} {m.get('variant', '')} seed {m.get('seed', '')}"
     conf = d / "confusion.png"
     if m.get("test") and m["test"].get("confusion") and not (conf.exists() and conf.stat().st_mtime >= stamp):
         plot_confusion(m["test"], conf, f"{title} (test)")
@@ -144,7 +146,7 @@ def write_report(root: str | Path, plots: bool = True) -> pd.DataFrame:
     df.to_csv(root / "report.csv", index=False)
     lines = [f"# Report: {root}", "", f"{len(runs)} runs. Test scores at the best-dev epoch, mean ± std (%) over runs.", ""]
     if len(df):
-        cols = ["head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1", "dev_wf1"]
+        cols = ["dataset", "head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1", "dev_wf1"]
         cols += [c for c in df.columns if c.startswith("f1_")]
         lines.append(_markdown(df[cols]))
     (root / "report.md").write_text("\n".join(lines) + "\n")
