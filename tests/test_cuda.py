@@ -1,0 +1,69 @@
+"""The CUDA paths, checked where there is a GPU (marked ``gpu``; skipped cleanly without CUDA):
+mamba-ssm's kernels against the PyTorch Mamba path, fp16 extraction against fp32 on the CPU, and a
+MaTAV run on the GPU recording which Mamba ran."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from erc.extract.datasets.base import Utterance
+from erc.extract.encoders import build_encoder
+from erc.heads.mamba import MambaBlock, mamba_ssm_available, torch_mixer_forward
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp(min=1e-12))
+
+
+def test_mamba_ssm_kernels_match_the_torch_path_at_real_positions() -> None:
+    if not mamba_ssm_available():
+        pytest.skip("mamba-ssm is not installed (pip install -e '.[cuda]')")
+    torch.manual_seed(0)
+    block = MambaBlock(64, dropout=0.0).cuda()
+    mixer = block.fwd
+    B, L = 4, 37
+    lengths = torch.tensor([37, 20, 5, 1])
+    mask = (torch.arange(L)[None] < lengths[:, None]).cuda()  # [B, L], right padded
+    x = torch.randn(B, L, 64, device="cuda") * mask[..., None]
+    x_torch, x_ssm = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref = torch_mixer_forward(mixer, x_torch, mask)
+    fast = block._mamba_ssm(mixer)(x_ssm)  # the kernels run the padded batch: Mamba is causal
+    real = mask[..., None].to(ref.dtype)
+    assert _relative_error(fast * real, ref * real) < 1e-4
+    w = torch.randn_like(ref) * real  # a loss on the real positions only
+    g_ref = torch.autograd.grad((ref * w).sum(), [x_torch, *mixer.parameters()])
+    g_ssm = torch.autograd.grad((fast * w).sum(), [x_ssm, *mixer.parameters()])
+    names = ["x"] + [n for n, _ in mixer.named_parameters()]
+    for name, a, b in zip(names, g_ssm, g_ref):
+        assert _relative_error(a, b) < 1e-3, name
+
+
+def test_fp16_text_extraction_on_cuda_matches_fp32_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    texts = ["Hello there, how are you doing today?", "Fine.", "Great! Really great news, my friend.", ""]
+    dialogue = [Utterance(f"u{i}", "d0", i, "AB"[i % 2], t, "neu", "train") for i, t in enumerate(texts)]
+    cpu, gpu = build_encoder("text", "minilm"), build_encoder("text", "minilm")
+    cpu.load("cpu")
+    gpu.load("cuda", fp16=True)
+    assert gpu.fp16
+    items = [cpu.prepare(dialogue, i) for i in range(len(dialogue))]
+    for a, b in zip(cpu.encode(items), gpu.encode(items)):
+        assert b.pooled.dtype == np.float32 and np.isfinite(b.pooled).all()
+        cosine = float(a.pooled @ b.pooled / (np.linalg.norm(a.pooled) * np.linalg.norm(b.pooled)))
+        assert cosine > 0.999
+        assert b.frames.shape == a.frames.shape and np.isfinite(b.frames.astype(np.float32)).all()
+
+
+def test_matav_trains_on_cuda_and_records_its_mamba_backend(tmp_path) -> None:
+    from erc.heads.train import TrainConfig, train_run
+    from tests.synth_cache import write_synthetic_cache
+
+    cache = write_synthetic_cache(tmp_path / "c.h5", n_dialogues=12, lengths=(3, 8), seed=3)
+    res = train_run(cache, "matav", ["t", "a", "v"], {"queue_size": "64"}, "full",
+                    TrainConfig(epochs=2, batch_size=4, device="cuda", quiet=True), tmp_path / "run")
+    assert res.extra["mamba_backend"] == ["mamba-ssm" if mamba_ssm_available() else "torch"]
+    assert np.isfinite(res.test["weighted_f1"])
