@@ -18,6 +18,12 @@ KNOWN_MODALITIES = ("text", "audio", "video")
 SHORT = {"text": "t", "audio": "a", "video": "v"}
 
 
+def short_modalities(modalities: Iterable[str], sep: str = "") -> str:
+    """Modality names as their one-letter codes, e.g. ``["text", "audio"]`` -> ``"ta"`` (``sep=","``:
+    ``"t,a"``); names without a code are kept whole."""
+    return sep.join(SHORT.get(m, m) for m in modalities)
+
+
 def parse_modalities(value: str | None) -> list[str] | None:
     """``"t,a"`` / ``"text,audio"`` -> ``["text", "audio"]``; None keeps the cache's modalities."""
     from erc.features.dialogues import canonical_modality
@@ -70,7 +76,7 @@ def resolve_data(dataset: str, features: Path | None, modalities: str | None, en
 
 def default_run_dir(dataset: str, model: str, variant: str, modalities: dict[str, str | None], overrides: dict[str, str]) -> Path:
     """``runs/<dataset>/<model>-<variant>-<tav>`` (+ a hash of --set / --encoders when given)."""
-    tag = "".join(SHORT.get(m, m) for m in modalities)
+    tag = short_modalities(modalities)
     name = f"{model}-{variant}-{tag}"
     chosen = {m: e for m, e in modalities.items() if e}
     if overrides or chosen:
@@ -196,7 +202,7 @@ def train_head(
     from erc.heads.metrics import summarise
 
     console = Console()
-    console.print(_table(f"{model} on {ds_name} (test at best dev epoch)", [(f"{model}|{variant}|{','.join(SHORT.get(m, m) for m in mods)}", res)]))
+    console.print(_table(f"{model} on {ds_name} (test at best dev epoch)", [(f"{model}|{variant}|{short_modalities(mods, ',')}", res)]))
     tests = [r.test for r in res.runs if r.test]
     console.print(f"test W-F1 {summarise([t['weighted_f1'] for t in tests])} | acc {summarise([t['accuracy'] for t in tests])} "
                   f"| macro F1 {summarise([t['macro_f1'] for t in tests])} ({len(res.runs)} runs, dev-selected) -> {res.out_dir}",
@@ -252,7 +258,7 @@ def ablate(
     console.print(f"{model} on {ds_name}, modalities {','.join(mods)}, {seeds} seeds (test W-F1 at best dev epoch)")
     console.print(table, markup=False, highlight=False)
     root = out or Path("runs") / ds_name
-    (root / f"{model}-ablation-{''.join(SHORT.get(m, m) for m in mods)}.md").write_text(table + "\n")
+    (root / f"{model}-ablation-{short_modalities(mods)}.md").write_text(table + "\n")
 
 
 def report(directory: Path = typer.Argument(..., help="Folder holding run directories.")) -> None:
@@ -269,7 +275,7 @@ def report(directory: Path = typer.Argument(..., help="Folder holding run direct
     if (df["protocol"] == "official split").all():
         cols.remove("protocol")
     names = {"modalities": "mods", "test_wf1": "test W-F1", "test_acc": "test acc", "test_macro_f1": "test mF1"}
-    df = df.assign(modalities=[",".join(SHORT.get(m, m) for m in str(v).split(",")) for v in df["modalities"]])
+    df = df.assign(modalities=[short_modalities(str(v).split(","), ",") for v in df["modalities"]])
     rows = [[str(v).replace(" ± ", "±") for v in row] for row in df[cols].itertuples(index=False)]
     Console().print(_compact_table(f"{directory}: test at the best dev epoch", [names.get(c, c) for c in cols], rows))
     Console().print(f"wrote {directory / 'report.md'} and {directory / 'report.csv'}")
