@@ -46,6 +46,21 @@ def test_info_nce_fused_matches_textbook_form_in_value_and_gradient(chunk: int, 
     assert torch.autograd.gradcheck(lambda a, b: info_nce(a, b, queue, 0.5), (q, k))
 
 
+def test_info_nce_under_bf16_autocast_stays_close_to_float32() -> None:
+    g = torch.Generator().manual_seed(1)
+    q = torch.nn.functional.normalize(torch.randn(40, 16, generator=g), dim=-1).requires_grad_()
+    k = torch.nn.functional.normalize(q.detach() + 0.3 * torch.randn(40, 16, generator=g), dim=-1)
+    queue = torch.nn.functional.normalize(torch.randn(300, 16, generator=g), dim=-1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = info_nce(q, k, queue, 0.07)
+    full = info_nce(q, k, queue, 0.07)
+    assert low.dtype == torch.float32
+    assert float(low.detach()) != float(full.detach())  # the bf16 path ran
+    assert float(low.detach()) == pytest.approx(float(full.detach()), rel=2e-3)
+    (g_low,), (g_full,) = torch.autograd.grad(low, q), torch.autograd.grad(full, q)
+    assert float((g_low - g_full).norm() / g_full.norm()) < 1e-2
+
+
 def test_info_nce_refuses_a_queue_that_wants_a_gradient() -> None:
     with pytest.raises(ValueError, match="queue"):
         info_nce(t([1, 0]), t([1, 0]), t([0, 1]).requires_grad_(), 1.0)
