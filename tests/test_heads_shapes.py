@@ -81,7 +81,12 @@ def test_registry_errors() -> None:
     assert not head.config.use_mamba and not head.config.use_mec and head.backend == "none"
 
 
-def test_matav_mamba_backend_on_cpu() -> None:
+def test_matav_mamba_backend_on_cpu_names_the_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    from erc.heads import cscan
+
     head, batch = make("matav")
+    head(batch)
+    assert head.backend == ("torch+c-scan" if cscan.available() else "torch")
+    monkeypatch.setenv("ERC_C_SCAN", "0")
     head(batch)
     assert head.backend == "torch"

@@ -1,6 +1,6 @@
 """The fast PyTorch Mamba path (packed real positions + hand-written scan backward) computes what
 transformers' ``MambaMixer.slow_forward`` computes: outputs and gradients, with and without
-padding.
+padding; the C scan kernel (erc.heads.cscan) computes what the PyTorch scan computes.
 
 The tests run in float64; transformers' slow path casts B, C, A and the inputs of the scan to
 float32 internally, so agreement is to float32 rounding of those terms (relative ~1e-8)."""
@@ -10,12 +10,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from erc.heads.mamba import MambaBlock, _PackedScan, pack_index, torch_mixer_forward
+from erc.heads.mamba import (DialogueMamba, MambaBlock, PackedLayout, _PackedCausalConv, _PackedScan, pack_index,
+                             torch_mixer_forward)
 
 
 @pytest.fixture(params=[1 << 20, 40], ids=["one-chunk", "many-chunks"])
 def chunk(request, monkeypatch):
-    """Run each test with the scan in one chunk and split into many (checkpointed) chunks."""
+    """Run each test on the PyTorch scan (the C kernel off) in one chunk and split into many
+    (checkpointed) chunks."""
+    monkeypatch.setenv("ERC_C_SCAN", "0")
     monkeypatch.setattr(_PackedScan, "CHUNK", request.param)
     return request.param
 
@@ -80,24 +83,130 @@ def test_packed_scan_gradcheck(chunk):
     assert torch.autograd.gradcheck(lambda *t: _PackedScan.apply(*t, counts), (dt, u, Bm, Cm, A))
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_block_float32_close_to_slow_forward(bidirectional, chunk):
-    torch.manual_seed(2)
-    block = MambaBlock(16, bidirectional=bidirectional, dropout=0.0).eval()
-    mask = torch.arange(6)[None, :] < torch.tensor([6, 3])[:, None]
-    x = torch.randn(2, 6, 16)
-    got = block(x, mask)
-    ref_mixer = lambda m, v, _mask: m.slow_forward(v)  # noqa: E731
-    import erc.heads.mamba as mm
+def _block_reference(block: MambaBlock, x: torch.Tensor) -> torch.Tensor:
+    """The layer on one unpadded sequence ``[1, n, D]``, written with transformers' slow_forward."""
+    y = block.fwd.slow_forward(x)
+    if block.bwd is not None:
+        y = y + block.bwd.slow_forward(x.flip(1)).flip(1)
+    return block.norm(x + y)
 
-    fast = mm.torch_mixer_forward
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_block_padded_and_packed_match_slow_forward_per_sequence(bidirectional, chunk):
+    torch.manual_seed(2)
+    block = MambaBlock(16, bidirectional=bidirectional, dropout=0.0).double().eval()
+    lengths = [6, 3, 1, 5]
+    mask = torch.arange(7)[None, :] < torch.tensor(lengths)[:, None]
+    x = torch.randn(4, 7, 16, dtype=torch.float64)
+    padded = block(x, mask)
+    layout = PackedLayout(mask)
+    packed = layout.unpack(block.forward_packed(layout.pack(x), layout))
+    for b, n in enumerate(lengths):
+        ref = _block_reference(block, x[b:b + 1, :n])
+        torch.testing.assert_close(padded[b:b + 1, :n], ref, rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(packed[b:b + 1, :n], ref, rtol=1e-7, atol=1e-9)
+    assert torch.all(padded[~mask] == 0) and torch.all(packed[~mask] == 0)
+
+
+def test_dialogue_mamba_gradients_match_per_sequence_reference():
+    torch.manual_seed(3)
+    net = DialogueMamba(8, layers=2, bidirectional=True, dropout=0.0, state_size=3).double().eval()
+    lengths = [5, 2, 4]
+    mask = torch.arange(6)[None, :] < torch.tensor(lengths)[:, None]
+    x = torch.randn(3, 6, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 6, 8, dtype=torch.float64)
+    got = net(x, mask)
+    loss_ref = 0.0
+    for b, n in enumerate(lengths):
+        h = x[b:b + 1, :n]
+        for block in net.blocks:
+            h = _block_reference(block, h)
+        torch.testing.assert_close(got[b:b + 1, :n], h, rtol=1e-7, atol=1e-9)
+        loss_ref = loss_ref + (h * w[b:b + 1, :n]).sum()
+    params = [*net.parameters(), x]
+    for a, b in zip(torch.autograd.grad((got * w)[mask].sum(), params), torch.autograd.grad(loss_ref, params)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_layout_shift_and_reverse_follow_each_sequence():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    layout = PackedLayout(mask)
+    pos = torch.arange(12).view(3, 4)  # the flat position of every (dialogue, step)
+    packed = layout.pack(pos.unsqueeze(-1).double()).squeeze(-1).long()  # [P]
+    ext = torch.cat([packed, torch.tensor([-1])])
+    for r in range(layout.P):
+        b, t = divmod(int(packed[r]), 4)
+        n = int(mask[b].sum())
+        assert int(ext[layout.shifted(1)[r]]) == (b * 4 + t - 1 if t >= 1 else -1)
+        assert int(ext[layout.shifted(-2)[r]]) == (b * 4 + t + 2 if t + 2 < n else -1)
+        assert int(packed[layout.reverse[r]]) == b * 4 + (n - 1 - t)
+
+
+def test_packed_causal_conv_gradcheck():
+    torch.manual_seed(4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    layout = PackedLayout(mask)
+    x = torch.randn(layout.P, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 1, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *t: _PackedCausalConv.apply(*t, layout), (x, weight, bias))
+
+
+@pytest.fixture
+def c_scan(monkeypatch):
+    """The C kernel (erc.heads.cscan) on; the test is skipped where it cannot be built."""
+    from erc.heads import cscan
+
+    monkeypatch.setenv("ERC_C_SCAN", "1")
+    if not cscan.available():
+        pytest.skip("no C compiler: the C selective scan is unavailable")
+
+
+def _scan_inputs(dtype, seed=0):
+    torch.manual_seed(seed)
+    lengths = [9, 7, 7, 3, 1]
+    mask = torch.arange(10)[None, :] < torch.tensor(lengths)[:, None]
+    layout = PackedLayout(mask)
+    P, E, N = layout.P, 6, 5
+    args = [(0.5 * torch.rand(P, E, dtype=dtype)).requires_grad_(), torch.randn(P, E, dtype=dtype, requires_grad=True),
+            torch.randn(P, N, dtype=dtype, requires_grad=True), torch.randn(P, N, dtype=dtype, requires_grad=True),
+            (-torch.rand(E, N, dtype=dtype) - 0.1).requires_grad_()]
+    return layout, args
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_c_scan_matches_the_pytorch_scan(c_scan, dtype, monkeypatch):
+    layout, args = _scan_inputs(dtype)
+    gy = torch.randn(layout.P, args[0].shape[1], dtype=dtype)
+    y_c = _PackedScan.apply(*args, layout.counts)
+    g_c = torch.autograd.grad(y_c, args, gy)
+    monkeypatch.setenv("ERC_C_SCAN", "0")
+    y_t = _PackedScan.apply(*args, layout.counts)
+    g_t = torch.autograd.grad(y_t, args, gy)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(y_c, y_t, **tol)
+    for a, b in zip(g_c, g_t):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_c_scan_gradcheck_with_threads(c_scan):
+    layout, args = _scan_inputs(torch.float64, seed=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # two ranges of sequences on two threads, their g_A summed
     try:
-        outs = []
-        for b, n in enumerate([6, 3]):
-            mm.torch_mixer_forward = ref_mixer
-            outs.append(block(x[b:b + 1, :n], mask[b:b + 1, :n]))
-        mm.torch_mixer_forward = fast
+        assert torch.autograd.gradcheck(lambda *t: _PackedScan.apply(*t, layout.counts), args)
     finally:
-        mm.torch_mixer_forward = fast
-    for b, n in enumerate([6, 3]):
-        torch.testing.assert_close(got[b:b + 1, :n], outs[b], rtol=1e-4, atol=1e-5)
+        torch.set_num_threads(before)
+
+
+def test_c_scan_is_used_by_the_mixer_and_matches_slow_forward(c_scan):
+    mixer = _mixer(seed=5)
+    lengths = [6, 2, 5]
+    mask = torch.arange(7)[None, :] < torch.tensor(lengths)[:, None]
+    x = torch.randn(3, 7, 12, dtype=torch.float64)
+    got = torch_mixer_forward(mixer, x, mask)
+    for b, n in enumerate(lengths):
+        torch.testing.assert_close(got[b:b + 1, :n], mixer.slow_forward(x[b:b + 1, :n]), rtol=1e-7, atol=1e-9)
+    block = MambaBlock(12, dropout=0.0)
+    block(x.float(), mask)
+    assert block.backend == "torch+c-scan"

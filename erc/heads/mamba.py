@@ -28,6 +28,8 @@ from transformers import MambaConfig
 from transformers.models.mamba.modeling_mamba import MambaMixer
 from transformers.utils import logging as hf_logging
 
+from erc.heads import cscan
+
 
 def mamba_ssm_available() -> bool:
     """True when the optional ``mamba_ssm`` package (CUDA kernels) imports."""
@@ -86,6 +88,24 @@ def _one_thread(on: bool) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+def _lengths(counts: torch.Tensor) -> torch.Tensor:
+    """Per-sequence lengths ``[J]`` (longest first) from the sequences alive per step ``[T]``
+    (non-increasing): sequence j is alive at the steps whose count exceeds j."""
+    j = torch.arange(int(counts[0]) if counts.numel() else 0, dtype=counts.dtype, device=counts.device)
+    return torch.searchsorted(-counts, -j, right=False)
+
+
+def uses_c_scan(x: torch.Tensor) -> bool:
+    """Whether the scan of a CPU tensor like ``x`` runs the C kernel (:mod:`erc.heads.cscan`)."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and cscan.available()
+
+
+def torch_backend(x: torch.Tensor) -> str:
+    """The name of the PyTorch path for an input like ``x``: "torch+c-scan" when its scan runs the
+    C kernel (CPU, kernel available), else "torch"."""
+    return "torch+c-scan" if x.device.type == "cpu" and cscan.available() else "torch"
+
+
 class _PackedScan(torch.autograd.Function):
     """Mamba's selective scan on *packed* real positions, with a hand-written backward.
 
@@ -126,11 +146,22 @@ class _PackedScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, dt, u, Bm, Cm, A, counts):  # noqa: ANN001, ANN205
+        ctx.c_scan = uses_c_scan(dt)
+        if ctx.c_scan:  # the C kernel (erc.heads.cscan): same recurrence, states kept in registers
+            counts_t = torch.tensor(counts, dtype=torch.long)
+            ctx.index = (torch.cumsum(counts_t, 0) - counts_t, _lengths(counts_t))
+            args = [t.contiguous() for t in (dt, u, Bm, Cm, A.to(dt.dtype))]
+            ctx.save_for_backward(*args)
+            ctx.a_dtype = A.dtype
+            return cscan.scan_forward(*args, *ctx.index)
         with _one_thread(not dt.is_cuda):
             return _PackedScan._forward(ctx, dt, u, Bm, Cm, A, counts)
 
     @staticmethod
     def backward(ctx, gy):  # noqa: ANN001, ANN205
+        if ctx.c_scan:
+            g_dt, g_u, g_b, g_c, g_a = cscan.scan_backward(*ctx.saved_tensors, gy.contiguous(), *ctx.index)
+            return g_dt, g_u, g_b, g_c, g_a.to(ctx.a_dtype), None
         with _one_thread(not gy.is_cuda):
             return _PackedScan._backward(ctx, gy)
 
@@ -225,52 +256,132 @@ def pack_index(mask: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     return flat[alive], counts
 
 
-def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``Conv1d(E, E, K, groups=E, padding=K-1)(x)[..., :L]`` written channels-last as K shifted
-    multiply-adds: x ``[B, L, E]``, weight ``[E, 1, K]``, bias ``[E]`` -> ``[B, L, E]``.
+class PackedLayout:
+    """The real positions of a right-padded batch ``mask [B, L]``, packed time-major.
 
-    y[t] = bias + sum_k weight[:, 0, k] * x[t - (K - 1) + k] (zeros before the start). It needs no
-    transposes. On a 2-core CPU it is as fast as ``nn.Conv1d`` in fp32 and faster under bf16 autocast:
-    forward + backward at ``[64, 79, 512]`` 17-19 ms against 19-23 ms fp32, 14-19 against 23 ms bf16;
-    a whole MaTAV epoch (``benchmarks/train_speed.py --heads matav``, A/B/A/B) 3.70 / 4.15 s against
-    3.80 / 4.12 s fp32, 2.35 / 3.03 s against 2.60 / 3.50 s bf16.
+    Row ``r`` of a packed ``[P, ...]`` tensor is step ``t`` of the ``j``-th longest sequence, with
+    ``r = starts[t] + j`` (:func:`pack_index`): a shift by ``s`` steps within a sequence is the row
+    ``starts[t - s] + j``, a gather. Built once per forward and shared by every layer and
+    direction. ``idx [P]``: the rows in the flattened ``[B * L]``; ``counts``: sequences alive
+    per step.
     """
-    L, K = x.shape[1], weight.shape[-1]
-    xp = nn.functional.pad(x, (0, 0, K - 1, 0))  # [B, L + K - 1, E]
-    w = weight[:, 0, :].t()  # [K, E]
-    y = xp[:, K - 1:K - 1 + L] * w[K - 1]
-    for k in range(K - 1):
-        y = y + xp[:, k:k + L] * w[k]
-    return y + bias if bias is not None else y
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        self.shape = tuple(mask.shape)
+        self.idx, self.counts = pack_index(mask)
+        dev = mask.device
+        self.P = int(self.idx.numel())
+        counts = torch.tensor(self.counts, dtype=torch.long, device=dev)
+        self.starts = torch.cumsum(counts, 0) - counts  # [T]
+        self.step = torch.repeat_interleave(torch.arange(len(self.counts), device=dev), counts)  # [P]
+        self.rank = torch.arange(self.P, device=dev) - self.starts[self.step]  # [P]: j
+        self._counts_t, self._shifts = counts, {}
+        self._reverse: torch.Tensor | None = None
+
+    def shifted(self, s: int) -> torch.Tensor:
+        """``[P]`` row of the same sequence ``s`` steps earlier (``s < 0``: later), or ``P`` (a
+        zero row appended by the caller) where that step does not exist."""
+        if s not in self._shifts:
+            t = self.step - s
+            T = len(self.counts)
+            ok = (t >= 0) & (t < T)
+            tc = t.clamp(0, T - 1)
+            ok &= self.rank < self._counts_t[tc]
+            self._shifts[s] = torch.where(ok, self.starts[tc] + self.rank, torch.full_like(t, self.P))
+        return self._shifts[s]
+
+    @property
+    def reverse(self) -> torch.Tensor:
+        """``[P]`` permutation that reverses every sequence within its length (an involution)."""
+        if self._reverse is None:
+            length = _lengths(self._counts_t)[self.rank]  # [P]: the length of each row's sequence
+            self._reverse = self.starts[length - 1 - self.step] + self.rank
+        return self._reverse
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, L, ...]`` -> ``[P, ...]`` (gradient: a copy back, see :class:`_Rows`)."""
+        return _Rows.apply(x.reshape(self.shape[0] * self.shape[1], *x.shape[2:]), self.idx)
+
+    def unpack(self, y: torch.Tensor) -> torch.Tensor:
+        """``y [P, ...]`` -> ``[B, L, ...]`` with zeros at padding."""
+        B, L = self.shape
+        return y.new_zeros(B * L, *y.shape[1:]).index_copy(0, self.idx, y).view(B, L, *y.shape[1:])
 
 
-def torch_mixer_forward(mixer: MambaMixer, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``MambaMixer.slow_forward`` (no cache) on the real positions of a right-padded batch.
+class _PackedCausalConv(torch.autograd.Function):
+    """Mamba's depthwise causal convolution on packed rows: x ``[P, E]``, weight ``[E, 1, K]``,
+    bias ``[E]`` -> ``[P, E]`` in float32 (at least), with
+
+        y[t] = bias + sum_k weight[:, 0, k] * x[t - (K - 1) + k]   (zeros before a sequence starts)
+
+    i.e. ``Conv1d(E, E, K, groups=E, padding=K-1)`` per sequence. The shifts are gathers through
+    :meth:`PackedLayout.shifted` (a zero row stands for "before the start"), so nothing is
+    scattered into a padded ``[B, L, E]``: on a 2-core CPU that round trip, in mixed bf16 / fp32
+    under autocast, cost more than the rest of the Mamba's elementwise work.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, layout):  # noqa: ANN001, ANN205
+        ctx.dtypes = (x.dtype, weight.dtype)
+        f = torch.promote_types(x.dtype, weight.dtype)
+        x = x.to(f)
+        K = weight.shape[-1]
+        w = weight[:, 0, :].t().to(f)  # [K, E]
+        x_ext = torch.cat([x, x.new_zeros(1, x.shape[1])])  # [P + 1, E]
+        y = x * w[K - 1]
+        if bias is not None:
+            y.add_(bias.to(f))
+        for s in range(1, K):
+            y.addcmul_(x_ext.index_select(0, layout.shifted(s)), w[K - 1 - s])
+        ctx.save_for_backward(x_ext, w)
+        ctx.layout, ctx.has_bias = layout, bias is not None
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):  # noqa: ANN001, ANN205
+        x_ext, w = ctx.saved_tensors
+        layout, K = ctx.layout, w.shape[0]
+        gy = gy.to(w.dtype).contiguous()
+        x = x_ext[:-1]
+        gy_ext = torch.cat([gy, gy.new_zeros(1, gy.shape[1])])
+        gx = gy * w[K - 1]
+        gw = torch.empty_like(w)  # [K, E]
+        gw[K - 1] = (gy * x).sum(0)
+        for s in range(1, K):
+            gx.addcmul_(gy_ext.index_select(0, layout.shifted(-s)), w[K - 1 - s])
+            gw[K - 1 - s] = (gy * x_ext.index_select(0, layout.shifted(s))).sum(0)
+        g_bias = gy.sum(0) if ctx.has_bias else None
+        return gx.to(ctx.dtypes[0]), gw.t().unsqueeze(1).to(ctx.dtypes[1]), g_bias, None
+
+
+def packed_mixer_forward(mixer: MambaMixer, x: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+    """``MambaMixer.slow_forward`` (no cache) on packed real positions: x ``[P, D]`` -> ``[P, D]``.
 
     The same computation at every real position (the causal conv and the recurrence never look
-    right, so padding cannot reach a real position); made fast for training on CPU: the linear
-    layers and the scan run on the real positions only (packed, see :func:`pack_index`) and the
-    scan is :class:`_PackedScan`. x ``[B, L, D]``, mask ``[B, L]`` -> ``[B, L, D]`` (zeros at
-    padding).
+    right, so padding cannot reach a real position); made fast for training on CPU: every layer
+    runs on the real rows only (about half of a padded IEMOCAP batch), the conv is
+    :class:`_PackedCausalConv` and the scan :class:`_PackedScan`.
     """
-    B, L, D = x.shape
     E, N, R = mixer.intermediate_size, mixer.ssm_state_size, mixer.time_step_rank
-    idx, counts = pack_index(mask)
-    if not counts:
-        return x * 0.0
-    xz = mixer.in_proj(_Rows.apply(x.reshape(B * L, D), idx))  # [P, 2E]
-    h, gate = xz.chunk(2, dim=-1)
-    h_pad = h.new_zeros(B * L, E).index_copy(0, idx, h).view(B, L, E)
-    h = causal_depthwise_conv(h_pad, mixer.conv1d.weight, mixer.conv1d.bias)  # [B, L, E]
-    u = mixer.act(_Rows.apply(h.reshape(B * L, E), idx))  # [P, E]: SiLU on real rows only
+    h, gate = mixer.in_proj(x).chunk(2, dim=-1)  # [P, E] each
+    u = mixer.act(_PackedCausalConv.apply(h, mixer.conv1d.weight, mixer.conv1d.bias, layout))  # [P, E]
     dt, Bm, Cm = torch.split(mixer.x_proj(u), [R, N, N], dim=-1)
     dt = nn.functional.softplus(mixer.dt_proj(dt))  # [P, E]
     A = -torch.exp(mixer.A_log.float())  # [E, N]
     f = torch.promote_types(x.dtype, torch.float32)  # the scan in float32 at least, like slow_forward
-    y = _PackedScan.apply(dt.to(f), u.to(f), Bm.to(f).contiguous(), Cm.to(f).contiguous(), A, counts)
+    y = _PackedScan.apply(dt.to(f), u.to(f), Bm.to(f).contiguous(), Cm.to(f).contiguous(), A, layout.counts)
     y = (y + u * mixer.D) * mixer.act(gate)  # [P, E]
-    out = mixer.out_proj(y.to(x.dtype))  # [P, D]
-    return out.new_zeros(B * L, D).index_copy(0, idx, out).view(B, L, D)
+    return mixer.out_proj(y.to(x.dtype))  # [P, D]
+
+
+def torch_mixer_forward(mixer: MambaMixer, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`packed_mixer_forward` on a right-padded batch: x ``[B, L, D]``, mask ``[B, L]`` ->
+    ``[B, L, D]`` (zeros at padding)."""
+    layout = PackedLayout(mask)
+    if layout.P == 0:
+        return x * 0.0
+    return layout.unpack(packed_mixer_forward(mixer, layout.pack(x), layout))
 
 
 def _mixer(cfg: MambaConfig, layer_idx: int) -> MambaMixer:
@@ -322,17 +433,27 @@ class MambaBlock(nn.Module):
         if x.is_cuda and mamba_ssm_available():
             self.backend = "mamba-ssm"
             return self._mamba_ssm(mixer)(x)
-        self.backend = "torch"
+        self.backend = torch_backend(x)
         # MambaMixer.forward may try to fetch kernels from the Hub; run the PyTorch path ourselves.
         return torch_mixer_forward(mixer, x, mask)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Padded: x ``[B, L, D]``, mask ``[B, L]`` -> ``[B, L, D]`` (zeros at padding)."""
         m = mask.to(x.dtype).unsqueeze(-1)
         x = x * m
         y = self._run(self.fwd, x, mask)
         if self.bwd is not None:
             y = y + flip_within(self._run(self.bwd, flip_within(x, mask), mask), mask)
         return self.norm(x + self.drop(y)) * m
+
+    def forward_packed(self, x: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+        """The same layer on packed real rows (PyTorch path): x ``[P, D]`` -> ``[P, D]``."""
+        self.backend = torch_backend(x)
+        y = packed_mixer_forward(self.fwd, x, layout)
+        if self.bwd is not None:
+            rev = layout.reverse
+            y = y + _Rows.apply(packed_mixer_forward(self.bwd, _Rows.apply(x, rev), layout), rev)
+        return self.norm(x + self.drop(y))
 
 
 class DialogueMamba(nn.Module):
@@ -356,6 +477,18 @@ class DialogueMamba(nn.Module):
         return self.blocks[0].backend if len(self.blocks) else "torch"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x ``[B, L, D]``, mask ``[B, L]`` -> ``[B, L, D]`` (zeros at padding). On the PyTorch path
+        the batch is packed once (:class:`PackedLayout`) and every layer runs on the real rows."""
+        if not len(self.blocks):
+            return x * mask.to(x.dtype).unsqueeze(-1)
+        if x.is_cuda and mamba_ssm_available():
+            for block in self.blocks:
+                x = block(x, mask)
+            return x
+        layout = PackedLayout(mask)
+        if layout.P == 0:
+            return x * 0.0
+        h = layout.pack(x)
         for block in self.blocks:
-            x = block(x, mask)
-        return x
+            h = block.forward_packed(h, layout)
+        return layout.unpack(h)
