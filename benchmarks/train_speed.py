@@ -1,6 +1,6 @@
 """Training speed of the heads on an IEMOCAP-sized synthetic cache, on this machine's CPU.
 
-    .venv/bin/python benchmarks/train_speed.py [--threads 2] [--epochs 3] [--warmup 1]
+    .venv/bin/python benchmarks/train_speed.py [--threads 2] [--epochs 3] [--warmup 2] [--rounds 2] [--precision bf16]
                                                 [--heads mlp,gru,matav,matav:no-mamba] [--frame-heads jfm,deepmsi]
 
 Builds (in a temp dir, a few seconds) a cache shaped like IEMOCAP six-class: 7,433 utterances in
@@ -17,7 +17,10 @@ epoch. Data loading is measured by timing the two pieces of that loop that move 
 ``DialogueData.collate`` and ``DialogueBatch.to(device)`` — through a wrapper installed on the
 instance / class for the benchmark only. Epoch time = wall time of ``_train_epoch`` (the dev
 prediction that ``_fit`` runs after each epoch is timed separately, ``dev_predict_s``); the median
-over ``--epochs`` epochs after ``--warmup`` warm-up epochs. ``epoch_cpu_s`` is the process CPU
+over ``--epochs`` epochs after ``--warmup`` warm-up epochs, in each of ``--rounds`` rounds (every
+pooled head in turn, then again), so that a change of load on this shared machine falls on
+every head in some round. Two warm-up epochs: the GRU's first two epochs are up to 2x slower.
+``epoch_cpu_s`` is the process CPU
 time of the same epochs (all threads summed): less sensitive to other load on a shared machine,
 though OpenMP threads spinning while they wait for a descheduled sibling count too.
 
@@ -128,65 +131,90 @@ class LoadTimer:
         self.seconds, self.calls = 0.0, 0
 
 
-def bench_head(cache: Path, key: str, spec: str, epochs: int, warmup: int, batch_size: int | None, device: torch.device,
-               precision: str = "fp32") -> dict:
-    name, _, variant = spec.partition(":")
-    variant = variant or "full"
-    hname, cls = resolve_head(name)
-    head_cfg = resolve_config(hname, cls, variant, {})
-    mods = list(DIMS)
-    t0 = time.perf_counter()
-    data = DialogueData(cache, mods, cls.frames_for(head_cfg, mods))
-    load_s = time.perf_counter() - t0
-    defaults = dict(getattr(cls, "train_defaults", None) or {})
-    cfg = TrainConfig(batch_size=batch_size or defaults.get("batch_size", TrainConfig.batch_size),
-                      lr=defaults.get("lr", TrainConfig.lr), weight_decay=defaults.get("weight_decay", TrainConfig.weight_decay),
-                      device=str(device), precision=precision, quiet=True)
-    seed_everything(0)
-    head = build(hname, cls, data.inputs(), variant, {}).to(device)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(0)
-    n_params = sum(p.numel() for p in head.parameters() if p.requires_grad)
-    steps = -(-len(data.dataset("train")) // cfg.batch_size)
-    epoch_s, load_share, dev_s, warm_s, cpu_s = [], [], [], [], []
-    with LoadTimer(data) as timer:
-        for e in range(warmup + epochs):
-            timer.reset()
+class HeadBench:
+    """One head set up for timing: ``epoch()`` trains one epoch (then times the dev prediction),
+    ``summary()`` gives the figures of the measured (non-warm-up) epochs."""
+
+    def __init__(self, cache: Path, key: str, spec: str, batch_size: int | None, device: torch.device,
+                 precision: str = "fp32") -> None:
+        name, _, variant = spec.partition(":")
+        self.key, self.name, self.variant, self.device = key, name, variant or "full", device
+        hname, cls = resolve_head(name)
+        head_cfg = resolve_config(hname, cls, self.variant, {})
+        mods = list(DIMS)
+        t0 = time.perf_counter()
+        self.data = DialogueData(cache, mods, cls.frames_for(head_cfg, mods))
+        self.load_s = time.perf_counter() - t0
+        defaults = dict(getattr(cls, "train_defaults", None) or {})
+        self.cfg = TrainConfig(batch_size=batch_size or defaults.get("batch_size", TrainConfig.batch_size),
+                               lr=defaults.get("lr", TrainConfig.lr),
+                               weight_decay=defaults.get("weight_decay", TrainConfig.weight_decay),
+                               device=str(device), precision=precision, quiet=True)
+        seed_everything(0)
+        self.head = build(hname, cls, self.data.inputs(), self.variant, {}).to(device)
+        self.opt = torch.optim.AdamW(self.head.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.gen = torch.Generator().manual_seed(0)
+        self.steps = -(-len(self.data.dataset("train")) // self.cfg.batch_size)
+        self.epoch_s: list[float] = []
+        self.cpu_s: list[float] = []
+        self.load_share: list[float] = []
+        self.dev_s: list[float] = []
+        self.warm_s: list[float] = []
+
+    def epoch(self, warmup: bool) -> None:
+        with LoadTimer(self.data) as timer:
             t, c = time.perf_counter(), time.process_time()
-            _train_epoch(head, data, opt, cfg, device, None, gen)
+            _train_epoch(self.head, self.data, self.opt, self.cfg, self.device, None, self.gen)
             dt, dc = time.perf_counter() - t, time.process_time() - c
             loading = timer.seconds
-            t = time.perf_counter()
-            predict(head, data, "dev", device, cfg.eval_batch_size)
-            dv = time.perf_counter() - t
-            tag = "warm-up" if e < warmup else "epoch"
-            print(f"  {key:18s} {tag} {e + 1}: train {dt:7.2f} s (cpu {dc:6.2f} s)  (loading {loading:6.3f} s = {100 * loading / dt:4.1f} %)"
-                  f"  dev predict {dv:5.2f} s", flush=True)
-            if e < warmup:
-                warm_s.append(dt)
-            else:
-                epoch_s.append(dt)
-                cpu_s.append(dc)
-                load_share.append(loading / dt)
-                dev_s.append(dv)
-    med = statistics.median(epoch_s)
-    return {"head": name, "variant": variant, "batch_size": cfg.batch_size, "steps_per_epoch": steps,
-            "train_dialogues": len(data.dataset("train")), "trainable_params": n_params,
-            "frames": {m: list(map(int, FRAMES[m][0])) + [FRAMES[m][1]] for m in data.frames},
-            "cache_load_s": round(load_s, 3), "epoch_s": [round(x, 3) for x in epoch_s], "epoch_s_median": round(med, 3),
-            "epoch_cpu_s_median": round(statistics.median(cpu_s), 3),
-            "step_s_median": round(med / steps, 4), "warmup_epoch_s": [round(x, 3) for x in warm_s],
-            "loading_share": [round(x, 4) for x in load_share], "loading_share_median": round(statistics.median(load_share), 4),
-            "dev_predict_s_median": round(statistics.median(dev_s), 3),
-            "epoch_with_dev_s_median": round(med + statistics.median(dev_s), 3),
-            "backend": getattr(head, "backend", None)}
+        t = time.perf_counter()
+        predict(self.head, self.data, "dev", self.device, self.cfg.eval_batch_size)
+        dv = time.perf_counter() - t
+        n = len(self.warm_s) + len(self.epoch_s) + 1
+        print(f"  {self.key:18s} {'warm-up' if warmup else 'epoch'} {n}: train {dt:7.2f} s (cpu {dc:6.2f} s)"
+              f"  (loading {loading:6.3f} s = {100 * loading / dt:4.1f} %)  dev predict {dv:5.2f} s", flush=True)
+        if warmup:
+            self.warm_s.append(dt)
+            return
+        self.epoch_s.append(dt)
+        self.cpu_s.append(dc)
+        self.load_share.append(loading / dt)
+        self.dev_s.append(dv)
+
+    def summary(self) -> dict:
+        med = statistics.median(self.epoch_s)
+        return {"head": self.name, "variant": self.variant, "batch_size": self.cfg.batch_size,
+                "steps_per_epoch": self.steps, "train_dialogues": len(self.data.dataset("train")),
+                "trainable_params": sum(p.numel() for p in self.head.parameters() if p.requires_grad),
+                "frames": {m: list(map(int, FRAMES[m][0])) + [FRAMES[m][1]] for m in self.data.frames},
+                "cache_load_s": round(self.load_s, 3), "epoch_s": [round(x, 3) for x in self.epoch_s],
+                "epoch_s_median": round(med, 3), "epoch_cpu_s_median": round(statistics.median(self.cpu_s), 3),
+                "step_s_median": round(med / self.steps, 4), "warmup_epoch_s": [round(x, 3) for x in self.warm_s],
+                "loading_share": [round(x, 4) for x in self.load_share],
+                "loading_share_median": round(statistics.median(self.load_share), 4),
+                "dev_predict_s_median": round(statistics.median(self.dev_s), 3),
+                "epoch_with_dev_s_median": round(med + statistics.median(self.dev_s), 3),
+                "backend": getattr(self.head, "backend", None)}
+
+
+def bench_rounds(benches: list[HeadBench], epochs: int, warmup: int, rounds: int) -> None:
+    """``rounds`` times: each head in turn for ``warmup`` + ``epochs`` epochs. A change of load on
+    a shared machine then falls on every head in some round; the warm-up is repeated in each round
+    because a head run after another one starts cold (the other head's kernels and allocations
+    pushed its own out: the GRU's epochs were up to 1.5x slower when interleaved epoch by epoch
+    with MaTAV's)."""
+    for _ in range(rounds):
+        for b in benches:
+            for e in range(warmup + epochs):
+                b.epoch(warmup=e < warmup)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=3, help="measured epochs per head (median)")
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=3, help="measured epochs per head and round (median over all)")
+    ap.add_argument("--rounds", type=int, default=2, help="times the pooled heads run in turn")
+    ap.add_argument("--warmup", type=int, default=2, help="warm-up epochs per head (the GRU's oneDNN kernels need two)")
     ap.add_argument("--heads", default="mlp,gru,gru@64,matav,matav:no-mamba",
                     help="comma list of head[:variant][@batch]; default batch = the head's train_defaults")
     ap.add_argument("--frame-heads", default="", help="heads that need frames, e.g. jfm,deepmsi (slow on CPU)")
@@ -210,12 +238,18 @@ def main() -> None:
         cache = build_cache(Path(tmp) / "iemocap-like.h5", frames=bool(frame_heads))
         build_s = time.perf_counter() - t
         print(f"cache built in {build_s:.1f} s ({cache.stat().st_size / 2**20:.0f} MiB)", flush=True)
-        plan = [(h, args.epochs, args.warmup) for h in args.heads.split(",") if h]
-        plan += [(h, args.frame_epochs, 1) for h in frame_heads]
-        for spec, epochs, warmup in plan:
-            spec, _, bs = spec.partition("@")
-            key = spec + (f"@{bs}" if bs else "")
-            results[key] = bench_head(cache, key, spec, epochs, warmup, int(bs) if bs else None, device, args.precision)
+        def bench(spec_bs: str) -> HeadBench:
+            spec, _, bs = spec_bs.partition("@")
+            return HeadBench(cache, spec + (f"@{bs}" if bs else ""), spec, int(bs) if bs else None, device, args.precision)
+
+        pooled = [bench(h) for h in args.heads.split(",") if h]
+        bench_rounds(pooled, args.epochs, args.warmup, args.rounds)
+        results.update({b.key: b.summary() for b in pooled})
+        del pooled
+        for h in frame_heads:  # slow: one at a time
+            b = bench(h)
+            bench_rounds([b], args.frame_epochs, 1, 1)
+            results[b.key] = b.summary()
     machine["loadavg_after"] = os.getloadavg()
 
     targets: dict[str, dict] = {}
@@ -241,7 +275,7 @@ def main() -> None:
                                                   "pooled_dims": DIMS, "build_s": round(build_s, 2),
                                                   "frames": ({m: {"T": list(r), "F": d} for m, (r, d) in FRAMES.items()}
                                                              if frame_heads else None)},
-           "machine": machine, "warmup_epochs": args.warmup, "measured_epochs": args.epochs,
+           "machine": machine, "warmup_epochs": args.warmup, "measured_epochs": args.epochs, "rounds": args.rounds,
            "results": results, "targets": targets}
     print(json.dumps(out))
 

@@ -269,7 +269,7 @@ class DialogueContext(nn.Module):
     """The dialogue-level sequence model wrapper: ``kind`` is "mamba", "gru" or "none".
 
     ``forward(x [B, L, D], mask [B, L]) -> [B, L, D]`` (same width in and out). ``backend`` names
-    what runs ("mamba-ssm", "torch", "gru" or "none").
+    what runs ("mamba-ssm", "torch+c-scan", "torch", "gru" or "none").
     """
 
     def __init__(self, kind: str, dim: int, layers: int = 2, bidirectional: bool = False,

@@ -1,15 +1,15 @@
 """Mamba over a dialogue: a stack of selective-state-space layers on ``[B, L, D]`` with a mask.
 
 Backend: the parameters always live in a transformers ``MambaMixer``. Without CUDA kernels the
-layer runs :func:`torch_mixer_forward`: ``MambaMixer.slow_forward``'s computation (checked
+layers run :func:`packed_mixer_forward`: ``MambaMixer.slow_forward``'s computation (checked
 against it, outputs and gradients, in ``tests/test_mamba_scan.py``) on the real positions only,
-with a chunked selective scan whose backward is written by hand (:class:`_PackedScan`). On an
-IEMOCAP-sized MaTAV epoch (2 CPU cores) the Mamba part went from ~3.9 s to ~0.9 s, and the scan
-itself is >10x faster than autograd through a per-step loop when the cores are shared
-(benchmarks/TRAIN_SPEED.md). When ``mamba_ssm`` is importable and the input is on CUDA, the
-same parameters are run through ``mamba_ssm.Mamba`` (its CUDA kernels): the two modules have
+packed once per forward (:class:`PackedLayout`), with a packed causal conv and a selective scan
+whose backward is written by hand (:class:`_PackedScan`): the C kernel of :mod:`erc.heads.cscan`
+where it builds, else chunked PyTorch. When ``mamba_ssm`` is importable and the input is on CUDA,
+the same parameters are run through ``mamba_ssm.Mamba`` (its CUDA kernels): the two modules have
 identical parameter names and shapes, so a checkpoint trained with one backend loads into the
-other. ``backend`` reports what the last forward used ("mamba-ssm" or "torch").
+other. ``backend`` reports what the last forward used ("mamba-ssm", "torch+c-scan" or "torch").
+Timings: benchmarks/TRAIN_SPEED.md.
 
 Padding: Mamba is causal (left to right) so right padding never reaches a real position. The
 optional backward direction flips each sequence *within its real length* (padding stays at the
@@ -472,8 +472,8 @@ class DialogueMamba(nn.Module):
 
     @property
     def backend(self) -> str:
-        """"mamba-ssm" or "torch": what the last forward ran (before any forward: what it would run
-        on CPU, i.e. "torch")."""
+        """"mamba-ssm", "torch+c-scan" or "torch": what the last forward ran (before any forward:
+        "torch")."""
         return self.blocks[0].backend if len(self.blocks) else "torch"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -83,7 +83,8 @@ class MaTAV(Head):
 
     @property
     def backend(self) -> str:
-        """What runs the dialogue context: "mamba-ssm", "torch" (Mamba in PyTorch) or "none"."""
+        """What runs the dialogue context: "mamba-ssm", "torch+c-scan" / "torch" (Mamba in PyTorch, its
+        scan in C or in PyTorch) or "none"."""
         return self.context.backend
 
     # ---- momentum queues -------------------------------------------------------------------
