@@ -160,10 +160,11 @@ def scan_forward(dt: torch.Tensor, u: torch.Tensor, Bm: torch.Tensor, Cm: torch.
     the layout's ``starts [T]`` / per-sequence ``lengths [J]`` (int64, longest first)."""
     assert _lib is not None
     E, N = A.shape
+    At = A.t().contiguous()  # [N, E]: the kernel's lanes are consecutive channels
     y = torch.empty_like(dt)
     fn = getattr(_lib, f"erc_scan_fwd_{_suffix(dt)}")
     parts = _ranges(lengths.tolist(), max(1, torch.get_num_threads()))
-    _run([lambda j0=j0, j1=j1: fn(_p(dt), _p(u), _p(Bm), _p(Cm), _p(A), _p(starts), _p(lengths), j0, j1, E, N, _p(y))
+    _run([lambda j0=j0, j1=j1: fn(_p(dt), _p(u), _p(Bm), _p(Cm), _p(At), _p(starts), _p(lengths), j0, j1, E, N, _p(y))
           for j0, j1 in parts])
     return y
 
@@ -173,12 +174,13 @@ def scan_backward(dt: torch.Tensor, u: torch.Tensor, Bm: torch.Tensor, Cm: torch
     """Gradients ``(g_dt, g_u, g_B, g_C, g_A)`` of :func:`scan_forward` for the output gradient gy."""
     assert _lib is not None
     E, N = A.shape
+    At = A.t().contiguous()  # [N, E]
     g_dt, g_u = torch.empty_like(dt), torch.empty_like(u)
     g_b, g_c = torch.zeros_like(Bm), torch.zeros_like(Cm)
     parts = _ranges(lengths.tolist(), max(1, torch.get_num_threads()))
-    g_a = torch.zeros(len(parts), E, N, dtype=A.dtype)
+    g_at = torch.zeros(len(parts), N, E, dtype=A.dtype)  # one buffer per thread, summed below
     fn = getattr(_lib, f"erc_scan_bwd_{_suffix(dt)}")
-    _run([lambda i=i, j0=j0, j1=j1: fn(_p(dt), _p(u), _p(Bm), _p(Cm), _p(A), _p(gy), _p(starts), _p(lengths), j0, j1, E, N,
-                                       _p(g_dt), _p(g_u), _p(g_b), _p(g_c), _p(g_a[i]))
+    _run([lambda i=i, j0=j0, j1=j1: fn(_p(dt), _p(u), _p(Bm), _p(Cm), _p(At), _p(gy), _p(starts), _p(lengths), j0, j1,
+                                       E, N, _p(g_dt), _p(g_u), _p(g_b), _p(g_c), _p(g_at[i]))
           for i, (j0, j1) in enumerate(parts)])
-    return g_dt, g_u, g_b, g_c, g_a.sum(0)
+    return g_dt, g_u, g_b, g_c, g_at.sum(0).t()
