@@ -188,7 +188,8 @@ class HeadBench:
                 "trainable_params": sum(p.numel() for p in self.head.parameters() if p.requires_grad),
                 "frames": {m: list(map(int, FRAMES[m][0])) + [FRAMES[m][1]] for m in self.data.frames},
                 "cache_load_s": round(self.load_s, 3), "epoch_s": [round(x, 3) for x in self.epoch_s],
-                "epoch_s_median": round(med, 3), "epoch_cpu_s_median": round(statistics.median(self.cpu_s), 3),
+                "epoch_s_median": round(med, 3), "epoch_s_min": round(min(self.epoch_s), 3),
+                "epoch_cpu_s_median": round(statistics.median(self.cpu_s), 3),
                 "step_s_median": round(med / self.steps, 4), "warmup_epoch_s": [round(x, 3) for x in self.warm_s],
                 "loading_share": [round(x, 4) for x in self.load_share],
                 "loading_share_median": round(statistics.median(self.load_share), 4),
@@ -257,20 +258,24 @@ def main() -> None:
     targets["data_loading_le_10pct"] = {"max_loading_share": worst, "pass": worst <= 0.10}
     gru = results.get("gru@64") or results.get("gru")
     if "matav" in results and gru is not None:
+        # verdict on the medians; the ratio of the fastest epochs (least disturbed by other load) beside it
         ratio = results["matav"]["epoch_s_median"] / gru["epoch_s_median"]
         targets["matav_le_3x_gru"] = {"matav_epoch_s": results["matav"]["epoch_s_median"], "gru_epoch_s": gru["epoch_s_median"],
                                       "gru_batch_size": gru["batch_size"], "matav_batch_size": results["matav"]["batch_size"],
-                                      "width": 256, "ratio": round(ratio, 3), "pass": ratio <= 3.0}
+                                      "width": 256, "ratio": round(ratio, 3),
+                                      "ratio_of_min": round(results["matav"]["epoch_s_min"] / gru["epoch_s_min"], 3),
+                                      "pass": ratio <= 3.0}
     if "matav" in results:
         per = results["matav"]["epoch_with_dev_s_median"]
         targets["matav_100_epochs_le_5min"] = {"epoch_with_dev_s": per, "projected_100_epochs_s": round(100 * per, 1),
                                                "pass": 100 * per <= 300.0}
-    print("\nhead                 batch  epoch s    cpu s  step ms  loading %  dev s")
+    print("\nhead                 batch  epoch s  min s    cpu s  step ms  loading %  dev s")
     for k, r in results.items():
-        print(f"{k:20s} {r['batch_size']:5d} {r['epoch_s_median']:8.2f} {r['epoch_cpu_s_median']:8.2f} {1000 * r['step_s_median']:8.1f}"
-              f" {100 * r['loading_share_median']:9.1f} {r['dev_predict_s_median']:6.2f}")
+        print(f"{k:20s} {r['batch_size']:5d} {r['epoch_s_median']:8.2f} {r['epoch_s_min']:6.2f} {r['epoch_cpu_s_median']:8.2f}"
+              f" {1000 * r['step_s_median']:8.1f} {100 * r['loading_share_median']:9.1f} {r['dev_predict_s_median']:6.2f}")
     for k, v in targets.items():
-        print(f"{k}: {'PASS' if v['pass'] else 'FAIL'}")
+        extra = f" (ratio {v['ratio']}, of the fastest epochs {v['ratio_of_min']})" if "ratio" in v else ""
+        print(f"{k}: {'PASS' if v['pass'] else 'FAIL'}{extra}")
     out = {"benchmark": "train_speed", "cache": {"utterances": N_UTT, "dialogues": N_DLG, "classes": N_CLASSES,
                                                   "pooled_dims": DIMS, "build_s": round(build_s, 2),
                                                   "frames": ({m: {"T": list(r), "F": d} for m, (r, d) in FRAMES.items()}
