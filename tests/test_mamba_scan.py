@@ -210,3 +210,31 @@ def test_c_scan_is_used_by_the_mixer_and_matches_slow_forward(c_scan):
     block = MambaBlock(12, dropout=0.0)
     block(x.float(), mask)
     assert block.backend == "torch+c-scan"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_c_scan_runs_in_a_forked_child_after_the_parent_used_its_threads(c_scan):
+    import os
+    import time
+
+    layout, args = _scan_inputs(torch.float32, seed=2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        y = _PackedScan.apply(*args, layout.counts).detach()  # the parent's thread pool now exists
+        pid = os.fork()
+        if pid == 0:  # the child: same call, then report through the exit code
+            ok = torch.equal(_PackedScan.apply(*args, layout.counts).detach(), y)
+            os._exit(0 if ok else 1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                assert os.waitstatus_to_exitcode(status) == 0
+                return
+            time.sleep(0.05)
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the scan hung in a forked child")
+    finally:
+        torch.set_num_threads(before)
