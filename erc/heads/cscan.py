@@ -51,17 +51,19 @@ if hasattr(os, "register_at_fork"):
 
 
 def _cpu_key() -> str:
-    """What the compiled code depends on besides the source: ``-march=native`` ties it to the CPU."""
-    info = ""
+    """What the compiled code depends on besides the source: ``-march=native`` ties it to the CPU
+    (the host name too, so that a home directory shared by different machines never hands one
+    of them another's build)."""
+    info = f"{platform.machine()} {platform.node()}\n"
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line.startswith(("model name", "flags")):
                     info += line
-                if info.count("\n") >= 2:
+                if info.count("\n") >= 3:
                     break
     except OSError:
-        info = platform.processor()
+        info += platform.processor()
     return info
 
 
