@@ -96,14 +96,14 @@ def _lengths(counts: torch.Tensor) -> torch.Tensor:
 
 
 def uses_c_scan(x: torch.Tensor) -> bool:
-    """Whether the scan of a CPU tensor like ``x`` runs the C kernel (:mod:`erc.heads.cscan`)."""
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and cscan.available()
+    """Whether the scan for a tensor on ``x``'s device runs the C kernel (:mod:`erc.heads.cscan`):
+    on CPU where the kernel builds (the scan itself always runs in float32 or float64)."""
+    return x.device.type == "cpu" and cscan.available()
 
 
 def torch_backend(x: torch.Tensor) -> str:
-    """The name of the PyTorch path for an input like ``x``: "torch+c-scan" when its scan runs the
-    C kernel (CPU, kernel available), else "torch"."""
-    return "torch+c-scan" if x.device.type == "cpu" and cscan.available() else "torch"
+    """The name of the PyTorch path for an input like ``x``: "torch+c-scan" or "torch"."""
+    return "torch+c-scan" if uses_c_scan(x) else "torch"
 
 
 class _PackedScan(torch.autograd.Function):
