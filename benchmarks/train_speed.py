@@ -97,7 +97,7 @@ class LoadTimer:
     """Times DialogueData.collate (on the instance) and DialogueBatch.to (class) while active."""
 
     def __init__(self, data: DialogueData) -> None:
-        self.data, self.seconds, self.calls = data, 0.0, 0
+        self.data, self.seconds = data, 0.0
         self._collate = data.collate
         self._to = DialogueBatch.to
 
@@ -110,7 +110,6 @@ class LoadTimer:
                 return timer._collate(*a, **k)
             finally:
                 timer.seconds += time.perf_counter() - t0
-                timer.calls += 1
 
         def to(batch, device):  # noqa: ANN001
             t0 = time.perf_counter()
@@ -126,9 +125,6 @@ class LoadTimer:
     def __exit__(self, *exc) -> None:  # noqa: ANN002
         del self.data.collate
         DialogueBatch.to = self._to
-
-    def reset(self) -> None:
-        self.seconds, self.calls = 0.0, 0
 
 
 class HeadBench:
