@@ -429,21 +429,21 @@ class MambaBlock(nn.Module):
             self._fast[key] = m
         return self._fast[key]
 
-    def _run(self, mixer: MambaMixer, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda and mamba_ssm_available():
-            self.backend = "mamba-ssm"
-            return self._mamba_ssm(mixer)(x)
-        self.backend = torch_backend(x)
-        # MambaMixer.forward may try to fetch kernels from the Hub; run the PyTorch path ourselves.
-        return torch_mixer_forward(mixer, x, mask)
-
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Padded: x ``[B, L, D]``, mask ``[B, L]`` -> ``[B, L, D]`` (zeros at padding)."""
+        """Padded: x ``[B, L, D]``, mask ``[B, L]`` -> ``[B, L, D]`` (zeros at padding). Off the
+        mamba-ssm path this packs the batch and runs :meth:`forward_packed` (MambaMixer.forward
+        itself may try to fetch kernels from the Hub, so the PyTorch path is always ours)."""
+        if not (x.is_cuda and mamba_ssm_available()):
+            layout = PackedLayout(mask)
+            if layout.P == 0:
+                return x * 0.0
+            return layout.unpack(self.forward_packed(layout.pack(x), layout))
+        self.backend = "mamba-ssm"
         m = mask.to(x.dtype).unsqueeze(-1)
         x = x * m
-        y = self._run(self.fwd, x, mask)
+        y = self._mamba_ssm(self.fwd)(x)
         if self.bwd is not None:
-            y = y + flip_within(self._run(self.bwd, flip_within(x, mask), mask), mask)
+            y = y + flip_within(self._mamba_ssm(self.bwd)(flip_within(x, mask)), mask)
         return self.norm(x + self.drop(y)) * m
 
     def forward_packed(self, x: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
@@ -481,7 +481,7 @@ class DialogueMamba(nn.Module):
         the batch is packed once (:class:`PackedLayout`) and every layer runs on the real rows."""
         if not len(self.blocks):
             return x * mask.to(x.dtype).unsqueeze(-1)
-        if x.is_cuda and mamba_ssm_available():
+        if x.is_cuda and mamba_ssm_available():  # mamba-ssm's kernels take the padded batch
             for block in self.blocks:
                 x = block(x, mask)
             return x
