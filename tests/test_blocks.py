@@ -1,40 +1,10 @@
-"""Building blocks: the CPU dropout's statistics, and the per-speaker GRU's grouping."""
+"""Building blocks: the per-speaker GRU's grouping, attention pooling, the dialogue GRU."""
 
 from __future__ import annotations
 
 import torch
 
-from erc.heads.blocks import AttentionPool, DialogueGRU, FastDropout, PartyGRU
-
-
-def test_fast_dropout_drops_p_and_keeps_the_mean() -> None:
-    torch.manual_seed(0)
-    x = torch.ones(400_000)
-    y = FastDropout(0.3).train()(x)
-    dropped = float((y == 0).float().mean())
-    assert abs(dropped - 0.3) < 0.005
-    assert abs(float(y.mean()) - 1.0) < 0.01  # kept values are scaled by 1 / (1 - p)
-    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1.0 / (1.0 - round(0.3 * 65536) / 65536)))
-
-
-def test_fast_dropout_is_identity_in_eval_and_seeded_in_training() -> None:
-    x = torch.randn(5, 7, 3)
-    drop = FastDropout(0.5)
-    assert torch.equal(drop.eval()(x), x)
-    drop.train()
-    torch.manual_seed(1)
-    a = drop(x)
-    torch.manual_seed(1)
-    assert torch.equal(drop(x), a)
-    assert not torch.equal(drop(x), a)
-
-
-def test_fast_dropout_gradient_is_the_mask() -> None:
-    torch.manual_seed(2)
-    x = torch.randn(64, 8, requires_grad=True)
-    y = FastDropout(0.2).train()(x)
-    (g,) = torch.autograd.grad(y.sum(), x)
-    assert torch.allclose(g, torch.where(y != 0, y / x.detach(), torch.zeros_like(y)), atol=1e-5)
+from erc.heads.blocks import AttentionPool, DialogueGRU, PartyGRU
 
 
 def test_party_gru_runs_each_speaker_over_their_own_turns() -> None:

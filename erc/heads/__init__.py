@@ -47,8 +47,8 @@ def build_head(name: str, inputs: HeadInputs, overrides: dict[str, Any] | None =
                variant: str = "full") -> Head:
     """Build head ``name`` for ``inputs`` with ``variant``'s config overrides, then ``overrides``
     (strings are coerced to the field types). Every ``nn.Dropout`` becomes a
-    :class:`~erc.heads.blocks.FastDropout` (same p and scaling, a cheaper mask on CPU)."""
-    from erc.heads.blocks import use_fast_dropout
+    :class:`~erc.heads.dropout.FastDropout` (same p and scaling, a cheaper mask on CPU)."""
+    from erc.heads.dropout import use_fast_dropout
 
     head = get_head(name)(head_config(name, overrides, variant), inputs)
     use_fast_dropout(head)

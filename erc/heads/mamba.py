@@ -29,6 +29,7 @@ from transformers.models.mamba.modeling_mamba import MambaMixer
 from transformers.utils import logging as hf_logging
 
 from erc.heads import cscan
+from erc.heads.dropout import FastDropout
 
 
 def mamba_ssm_available() -> bool:
@@ -411,7 +412,7 @@ class MambaBlock(nn.Module):
         self.fwd = _mixer(cfg, layer_idx)
         self.bwd = _mixer(cfg, layer_idx) if bidirectional else None
         self.norm = nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = FastDropout(dropout)
         self.shape = dict(d_model=dim, d_state=state_size, d_conv=conv_kernel, expand=expand)
         self._fast: dict[int, nn.Module] = {}  # id(mixer) -> mamba_ssm.Mamba sharing its parameters
         self.backend = "torch"
@@ -453,7 +454,7 @@ class MambaBlock(nn.Module):
         if self.bwd is not None:
             rev = layout.reverse
             y = y + _Rows.apply(packed_mixer_forward(self.bwd, _Rows.apply(x, rev), layout), rev)
-        return self.norm(x + self.drop(y))
+        return self.norm(self.drop.residual(x, y))
 
 
 class DialogueMamba(nn.Module):

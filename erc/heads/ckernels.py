@@ -1,0 +1,140 @@
+"""Build, cache and load erc's small C kernels (``erc/heads/kernels/*.c``) for CPU training.
+
+On first use a kernel's C file is compiled with the system C compiler (``$CC``, else ``cc``,
+else ``gcc``) into a shared library cached under ``$ERC_CACHE_DIR`` (default ``~/.cache/erc``)
+in ``kernels/``, keyed by the source, the flags, the compiler's version and this machine, so a
+later process loads it in milliseconds. :func:`load` returns None (and warns once) when there
+is no compiler or the build fails, or when the kernel's switch is "0" (``ERC_C_SCAN=0``,
+``ERC_C_DROPOUT=0``); every kernel has a PyTorch path that then runs instead (same results, slower).
+
+Calls on disjoint ranges of work run on ``torch.get_num_threads()`` Python threads
+(:func:`run_parallel`; ctypes releases the GIL during a call).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+KERNEL_DIR = Path(__file__).with_name("kernels")
+BASE_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-shared", "-fPIC"]
+
+_lock = threading.Lock()
+_libs: dict[str, ctypes.CDLL | None] = {}
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _forget_pool() -> None:
+    """In a forked child the parent's pool threads do not exist: start a new pool there."""
+    global _pool, _pool_size
+    _pool, _pool_size = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _cpu_key() -> str:
+    """What the compiled code depends on besides the source: ``-march=native`` ties it to the CPU
+    (the host name too, so that a home directory shared by different machines never hands one
+    of them another's build)."""
+    info = f"{platform.machine()} {platform.node()}\n"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("model name", "flags")):
+                    info += line
+                if info.count("\n") >= 3:
+                    break
+    except OSError:
+        info += platform.processor()
+    return info
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def cache_dir() -> Path:
+    """Where built kernels live: ``$ERC_CACHE_DIR/kernels`` (default ``~/.cache/erc/kernels``)."""
+    root = os.environ.get("ERC_CACHE_DIR")
+    return (Path(root) if root else Path.home() / ".cache" / "erc") / "kernels"
+
+
+def build(name: str, flags: list[str]) -> ctypes.CDLL:
+    """Compile ``kernels/<name>.c`` with ``flags`` (unless a build with the same key exists) and load it.
+
+    Raises RuntimeError when there is no compiler or the compiler fails."""
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler (cc / gcc) on PATH")
+    source = KERNEL_DIR / f"{name}.c"
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256(source.read_bytes() + " ".join(flags).encode() + version.encode()
+                         + _cpu_key().encode()).hexdigest()[:16]
+    out_dir = cache_dir()
+    lib_path = out_dir / f"{name}-{key}.so"
+    if not lib_path.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)  # build aside, then rename: safe for
+        os.close(fd)  # several processes building at once
+        try:
+            res = subprocess.run([cc, *flags, str(source), "-o", tmp, "-lm"], capture_output=True, text=True,
+                                 timeout=120)
+            if res.returncode != 0:
+                raise RuntimeError(f"{cc} failed: {res.stderr.strip()[:500]}")
+            os.replace(tmp, lib_path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return ctypes.CDLL(str(lib_path))
+
+
+def load(name: str, flags: list[str], declare: Callable[[ctypes.CDLL], None], switch: str,
+         what: str) -> ctypes.CDLL | None:
+    """The kernel ``name`` built and declared (``declare`` sets argtypes), or None when the environment
+    variable ``switch`` is "0" or the kernel cannot be built; a failed build is tried once per
+    process and reported once as a RuntimeWarning that names ``what`` runs instead."""
+    if os.environ.get(switch, "1") == "0":
+        return None
+    if name in _libs:
+        return _libs[name]
+    with _lock:
+        if name not in _libs:
+            try:
+                lib = build(name, flags)
+                declare(lib)
+            except Exception as exc:  # noqa: BLE001 - any failure means "use the PyTorch path"
+                warnings.warn(f"erc: the C kernel {name!r} is unavailable ({exc}); {what}",
+                              RuntimeWarning, stacklevel=3)
+                lib = None
+            _libs[name] = lib
+    return _libs[name]
+
+
+def run_parallel(calls: list[Callable[[], None]]) -> None:
+    """Run ``calls`` (kernel calls on disjoint work) on a shared thread pool, the first one here."""
+    global _pool, _pool_size
+    if len(calls) == 1:
+        calls[0]()
+        return
+    if _pool is None or _pool_size < len(calls) - 1:
+        _pool, _pool_size = ThreadPoolExecutor(max_workers=len(calls) - 1, thread_name_prefix="erc-kernel"), len(calls) - 1
+    futures = [_pool.submit(c) for c in calls[1:]]
+    calls[0]()
+    for f in futures:
+        f.result()
