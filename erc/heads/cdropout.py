@@ -58,7 +58,8 @@ def keep_cut(p: float) -> tuple[int, float]:
     return cut, 1.0 / (1.0 - cut / 65536)
 
 
-def _key() -> int:
+def draw_key() -> int:
+    """A dropout key from PyTorch's default CPU generator (so `torch.manual_seed` repeats masks)."""
     return int(torch.randint(0, 2 ** 62, (), dtype=torch.int64).item())
 
 
@@ -107,7 +108,7 @@ class _DropoutAdd(torch.autograd.Function):
 
 def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     """Training-mode dropout of ``x`` (any shape; float32 or bf16 on CPU), same shape and dtype."""
-    return _Dropout.apply(x, p, _key())
+    return _Dropout.apply(x, p, draw_key())
 
 
 def dropout_add(res: torch.Tensor, r: torch.Tensor, p: float) -> torch.Tensor:
@@ -115,4 +116,4 @@ def dropout_add(res: torch.Tensor, r: torch.Tensor, p: float) -> torch.Tensor:
     if res.shape != r.shape or res.dtype != torch.float32:
         raise ValueError(f"dropout_add takes a float32 residual and a branch of its shape, got "
                          f"{tuple(res.shape)} {res.dtype} and {tuple(r.shape)} {r.dtype}")
-    return _DropoutAdd.apply(res, r, p, _key())
+    return _DropoutAdd.apply(res, r, p, draw_key())

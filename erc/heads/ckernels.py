@@ -1,6 +1,6 @@
 """Build, cache and load erc's small C kernels (``erc/heads/kernels/*.c``) for CPU training.
 
-On first use a kernel's C file is compiled with the system C compiler (``$CC``, else ``cc``,
+On first use a kernel's C file (and the shared ``kernels/*.h``) is compiled with the system C compiler (``$CC``, else ``cc``,
 else ``gcc``) into a shared library cached under ``$ERC_CACHE_DIR`` (default ``~/.cache/erc``)
 in ``kernels/``, keyed by the source, the flags, the compiler's version and this machine, so a
 later process loads it in milliseconds. :func:`load` returns None (and warns once) when there
@@ -84,7 +84,8 @@ def build(name: str, flags: list[str]) -> ctypes.CDLL:
         raise RuntimeError("no C compiler (cc / gcc) on PATH")
     source = KERNEL_DIR / f"{name}.c"
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256(source.read_bytes() + " ".join(flags).encode() + version.encode()
+    headers = b"".join(h.read_bytes() for h in sorted(KERNEL_DIR.glob("*.h")))  # included by the sources
+    key = hashlib.sha256(source.read_bytes() + headers + " ".join(flags).encode() + version.encode()
                          + _cpu_key().encode()).hexdigest()[:16]
     out_dir = cache_dir()
     lib_path = out_dir / f"{name}-{key}.so"
@@ -93,8 +94,8 @@ def build(name: str, flags: list[str]) -> ctypes.CDLL:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)  # build aside, then rename: safe for
         os.close(fd)  # several processes building at once
         try:
-            res = subprocess.run([cc, *flags, str(source), "-o", tmp, "-lm"], capture_output=True, text=True,
-                                 timeout=120)
+            res = subprocess.run([cc, *flags, f"-I{KERNEL_DIR}", str(source), "-o", tmp, "-lm"], capture_output=True,
+                                 text=True, timeout=120)
             if res.returncode != 0:
                 raise RuntimeError(f"{cc} failed: {res.stderr.strip()[:500]}")
             os.replace(tmp, lib_path)
