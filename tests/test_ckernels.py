@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from erc.heads import cattention, cdropout, ckernels, cscan
+from erc.heads import cattention, cdropout, ckernels, cscan, csoftplus
 from erc.heads.dropout import FastDropout
 
 
@@ -37,6 +37,8 @@ def test_without_a_compiler_every_kernel_warns_once_and_pytorch_runs(monkeypatch
         assert not cscan.available()
     with pytest.warns(RuntimeWarning, match="token_attention"):
         assert not cattention.supports(torch.zeros(2, 3, 96), 4)
+    with pytest.warns(RuntimeWarning, match="softplus"):
+        assert not csoftplus.supports(torch.zeros(3))
     torch.manual_seed(0)
     y = FastDropout(0.5).train()(torch.ones(10_000))  # the PyTorch mask
     assert 0.45 < float((y == 0).float().mean()) < 0.55

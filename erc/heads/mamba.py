@@ -28,7 +28,7 @@ from transformers import MambaConfig
 from transformers.models.mamba.modeling_mamba import MambaMixer
 from transformers.utils import logging as hf_logging
 
-from erc.heads import cscan
+from erc.heads import cscan, csoftplus
 from erc.heads.dropout import FastDropout
 
 
@@ -368,9 +368,10 @@ def packed_mixer_forward(mixer: MambaMixer, x: torch.Tensor, layout: PackedLayou
     h, gate = mixer.in_proj(x).chunk(2, dim=-1)  # [P, E] each
     u = mixer.act(_PackedCausalConv.apply(h, mixer.conv1d.weight, mixer.conv1d.bias, layout))  # [P, E]
     dt, Bm, Cm = torch.split(mixer.x_proj(u), [R, N, N], dim=-1)
-    dt = nn.functional.softplus(mixer.dt_proj(dt))  # [P, E]
-    A = -torch.exp(mixer.A_log.float())  # [E, N]
+    dt = mixer.dt_proj(dt)  # [P, E]
     f = torch.promote_types(x.dtype, torch.float32)  # the scan in float32 at least, like slow_forward
+    dt = csoftplus.softplus(dt) if f == torch.float32 and csoftplus.supports(dt) else nn.functional.softplus(dt)
+    A = -torch.exp(mixer.A_log.float())  # [E, N]
     y = _PackedScan.apply(dt.to(f), u.to(f), Bm.to(f).contiguous(), Cm.to(f).contiguous(), A, layout.counts)
     y = (y + u * mixer.D) * mixer.act(gate)  # [P, E]
     return mixer.out_proj(y.to(x.dtype))  # [P, D]
