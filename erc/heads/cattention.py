@@ -22,7 +22,7 @@ from erc.heads import cdropout, ckernels
 
 FLAGS = list(ckernels.BASE_FLAGS)  # no -ffast-math: masked keys are -inf before the softmax
 MAX_TOKENS = 8  # as in the kernel
-_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16"}
+_NAMES = ckernels.DTYPE_NAMES
 
 
 def _declare(lib: ctypes.CDLL) -> None:

@@ -25,7 +25,7 @@ import torch
 from erc.heads import ckernels
 
 FLAGS = list(ckernels.BASE_FLAGS)  # no -ffast-math: a dropped NaN must stay NaN (x * 0)
-_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16"}
+_NAMES = ckernels.DTYPE_NAMES
 
 
 def _declare(lib: ctypes.CDLL) -> None:

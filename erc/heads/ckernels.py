@@ -1,11 +1,12 @@
 """Build, cache and load erc's small C kernels (``erc/heads/kernels/*.c``) for CPU training.
 
-On first use a kernel's C file (and the shared ``kernels/*.h``) is compiled with the system C compiler (``$CC``, else ``cc``,
-else ``gcc``) into a shared library cached under ``$ERC_CACHE_DIR`` (default ``~/.cache/erc``)
-in ``kernels/``, keyed by the source, the flags, the compiler's version and this machine, so a
-later process loads it in milliseconds. :func:`load` returns None (and warns once) when there
-is no compiler or the build fails, or when the kernel's switch is "0" (``ERC_C_SCAN=0``,
-``ERC_C_DROPOUT=0``); every kernel has a PyTorch path that then runs instead (same results, slower).
+On first use a kernel's C file (and the shared ``kernels/*.h``) is compiled with the system C
+compiler (``$CC``, else ``cc``, else ``gcc``) into a shared library cached under
+``$ERC_CACHE_DIR`` (default ``~/.cache/erc``) in ``kernels/``, keyed by the sources, the flags,
+the compiler's version and this machine, so a later process loads it in milliseconds.
+:func:`load` returns None (and warns once) when there is no compiler or the build fails, or when
+the kernel's switch is "0" (``ERC_C_SCAN``, ``ERC_C_SOFTPLUS``, ``ERC_C_DROPOUT``,
+``ERC_C_ATTENTION``); every kernel has a PyTorch path that then runs instead (slower).
 
 Calls on disjoint ranges of work run on ``torch.get_num_threads()`` Python threads
 (:func:`run_parallel`; ctypes releases the GIL during a call).
@@ -26,8 +27,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
+
 KERNEL_DIR = Path(__file__).with_name("kernels")
 BASE_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-shared", "-fPIC"]
+DTYPE_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16"}  # the kernels' suffixes for these dtypes
 
 _lock = threading.Lock()
 _libs: dict[str, ctypes.CDLL | None] = {}

@@ -79,8 +79,9 @@ def scan_forward(dt: torch.Tensor, u: torch.Tensor, Bm: torch.Tensor, Cm: torch.
     y = torch.empty_like(dt)
     fn = getattr(lib, f"erc_scan_fwd_{_suffix(dt)}")
     parts = _ranges(lengths.tolist(), max(1, torch.get_num_threads()))
-    ckernels.run_parallel([lambda j0=j0, j1=j1: fn(_p(dt), _p(u), _p(Bm), _p(Cm), _p(At), _p(starts), _p(lengths), j0, j1, E, N, _p(y))
-          for j0, j1 in parts])
+    ckernels.run_parallel([lambda j0=j0, j1=j1: fn(_p(dt), _p(u), _p(Bm), _p(Cm), _p(At), _p(starts), _p(lengths),
+                                                   j0, j1, E, N, _p(y))
+                           for j0, j1 in parts])
     return y
 
 
@@ -96,7 +97,8 @@ def scan_backward(dt: torch.Tensor, u: torch.Tensor, Bm: torch.Tensor, Cm: torch
     parts = _ranges(lengths.tolist(), max(1, torch.get_num_threads()))
     g_at = torch.zeros(len(parts), N, E, dtype=A.dtype)  # one buffer per thread, summed below
     fn = getattr(lib, f"erc_scan_bwd_{_suffix(dt)}")
-    ckernels.run_parallel([lambda i=i, j0=j0, j1=j1: fn(_p(dt), _p(u), _p(Bm), _p(Cm), _p(At), _p(gy), _p(starts), _p(lengths), j0, j1,
-                                       E, N, _p(g_dt), _p(g_u), _p(g_b), _p(g_c), _p(g_at[i]))
-          for i, (j0, j1) in enumerate(parts)])
+    ckernels.run_parallel([lambda i=i, j0=j0, j1=j1: fn(_p(dt), _p(u), _p(Bm), _p(Cm), _p(At), _p(gy), _p(starts),
+                                                        _p(lengths), j0, j1, E, N, _p(g_dt), _p(g_u), _p(g_b),
+                                                        _p(g_c), _p(g_at[i]))
+                           for i, (j0, j1) in enumerate(parts)])
     return g_dt, g_u, g_b, g_c, g_at.sum(0).t()

@@ -18,7 +18,7 @@ import torch
 from erc.heads import ckernels
 
 FLAGS = [*ckernels.BASE_FLAGS, "-ffast-math"]
-_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16"}
+_NAMES = ckernels.DTYPE_NAMES
 
 
 def _declare(lib: ctypes.CDLL) -> None:
