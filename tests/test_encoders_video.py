@@ -3,17 +3,30 @@ weights) on generated mp4 clips with a drawn face."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from erc.errors import MediaMissing, WeightsMissing
+from erc.errors import MediaMissing, UserError, WeightsMissing
 from erc.extract.datasets.base import Utterance
 from erc.extract.encoders import build_encoder
 from erc.extract.encoders.faces import face_crops, face_descriptors
-from erc.extract.encoders.video import CNNVideoEncoder, FaceDescriptorEncoder
+from erc.extract.encoders.video import CNNVideoEncoder, FaceDescriptorEncoder, import_timm
 from tests.media_utils import face_frame, write_mp4
+
+
+def _timm_loads() -> bool:
+    try:
+        import_timm()
+    except UserError:
+        return False
+    return True
+
+
+needs_timm = pytest.mark.skipif(not _timm_loads(), reason="timm / torchvision not installed or not loadable "
+                                "(the optional 'vision' extra)")
 
 
 @pytest.fixture(autouse=True)
@@ -72,6 +85,7 @@ def test_faces_encoder(clips: dict[str, Path]) -> None:
     assert prov["frames_seen"] == 16 and prov["frames_with_face"] >= 12
 
 
+@needs_timm
 def test_cnn_random_init(clips: dict[str, Path]) -> None:
     enc = build_encoder("video", "cnn", {"model": "resnet18", "size": "64", "frames": "4", "random_init": "true"})
     assert isinstance(enc, CNNVideoEncoder) and enc.name == "resnet18"
@@ -92,6 +106,7 @@ def test_cnn_random_init(clips: dict[str, Path]) -> None:
     assert feats.dim == 512 and feats.encode(items[:1])[0].frames.shape == (4, 512)
 
 
+@needs_timm
 def test_cnn_local_weights_file(clips: dict[str, Path], tmp_path: Path) -> None:
     import timm
     import torch
@@ -111,6 +126,7 @@ def test_cnn_local_weights_file(clips: dict[str, Path], tmp_path: Path) -> None:
     assert encs[0].provenance()["weights"] == str(file)
 
 
+@needs_timm
 def test_cnn_missing_weights_one_line(tmp_path: Path) -> None:
     for overrides in ({}, {"weights": str(tmp_path / "missing.pth")}):
         enc = build_encoder("video", "cnn", overrides)
@@ -120,3 +136,12 @@ def test_cnn_missing_weights_one_line(tmp_path: Path) -> None:
         assert "\n" not in msg and "video.weights" in msg and "resnet50" in msg
     with pytest.raises(WeightsMissing):
         build_encoder("video", "swin").check()
+
+
+def test_cnn_without_timm_is_one_user_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm -> ImportError
+    enc = build_encoder("video", "cnn", {"random_init": "true"})
+    with pytest.raises(UserError) as err:
+        enc.check()
+    msg = str(err.value)
+    assert "\n" not in msg and "[vision]" in msg and "hf-video" in msg

@@ -8,6 +8,7 @@ stream or an empty segment raises :class:`~erc.errors.MediaError`.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Iterator
 
@@ -85,12 +86,14 @@ def _audio_soundfile(path: str, start: float, end: float | None, sr: int) -> np.
 
 
 def _resample(wav: np.ndarray, rate: int, sr: int) -> np.ndarray:
+    """``wav`` ``[S]`` at ``rate`` -> ``[ceil(S * sr / rate)]`` at ``sr``: scipy's polyphase FIR
+    (Kaiser window, anti-aliased)."""
     if rate == sr or wav.size == 0:
         return wav
-    import torch
-    import torchaudio.functional as AF
+    from scipy.signal import resample_poly
 
-    return AF.resample(torch.from_numpy(np.ascontiguousarray(wav)), rate, sr).numpy()
+    g = math.gcd(rate, sr)
+    return resample_poly(wav, sr // g, rate // g).astype(np.float32, copy=False)
 
 
 def _audio_av(path: str, start: float, end: float | None, sr: int) -> np.ndarray:

@@ -9,8 +9,8 @@ from typing import Any
 from erc.extract.datasets.base import Corpus
 from erc.extract.encoders.base import Encoder
 
-LIBRARIES = ("erc", "torch", "transformers", "torchaudio", "torchvision", "timm", "av", "soundfile",
-             "opencv-python-headless", "numpy", "h5py")
+LIBRARIES = ("erc", "torch", "transformers", "torchvision", "timm", "av", "soundfile",
+             "opencv-python-headless", "numpy", "scipy", "h5py")
 
 
 def library_versions() -> dict[str, str]:

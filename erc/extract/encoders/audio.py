@@ -60,14 +60,17 @@ class MelEncoder(Encoder):
 
     def __init__(self, config: MelConfig) -> None:
         super().__init__(config)
-        import torchaudio
+        from transformers.audio_utils import mel_filter_bank
 
         c = config
         self.win = int(round(c.sample_rate * c.win_ms / 1000))
         self.hop = int(round(c.sample_rate * c.hop_ms / 1000))
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=c.sample_rate, n_fft=self.win, win_length=self.win, hop_length=self.hop,
-            n_mels=c.n_mels, power=2.0)
+        self.window = torch.hann_window(self.win)
+        # [win // 2 + 1, n_mels]: triangular filters on the HTK mel scale, unnormalised
+        self.filters = torch.from_numpy(mel_filter_bank(
+            num_frequency_bins=self.win // 2 + 1, num_mel_filters=c.n_mels, min_frequency=0.0,
+            max_frequency=c.sample_rate / 2, sampling_rate=c.sample_rate, norm=None,
+            mel_scale="htk")).float()
 
     def load(self, device: str, fp16: bool = False) -> None:
         self.device = device  # the transform runs on CPU workers; nothing to load
@@ -75,14 +78,22 @@ class MelEncoder(Encoder):
     def sort_key(self, utt: Utterance) -> float:
         return _duration(utt, self.config.max_seconds)
 
-    def prepare(self, dialogue: Sequence[Utterance], position: int) -> np.ndarray:
-        """Log-mel ``[T, n_mels]`` float32 of ``dialogue[position]``."""
-        wav = _load_segment(dialogue[position], self.config.sample_rate, self.config.max_seconds)
+    def log_mel(self, wav: np.ndarray) -> np.ndarray:
+        """Log-mel ``[T, n_mels]`` float32 of a mono waveform ``[S]`` (``T = 1 + S // hop``):
+        centred (reflect-padded) Hann windows, power spectrum, mel filters, ``ln(x + 1e-6)``."""
         if wav.size < self.win:
             wav = np.pad(wav, (0, self.win - wav.size))
         with torch.inference_mode():
-            spec = self.mel(torch.from_numpy(wav))  # [n_mels, T]
-            return torch.log(spec + 1e-6).T.contiguous().numpy()
+            spec = torch.stft(torch.from_numpy(np.ascontiguousarray(wav, np.float32)), n_fft=self.win,
+                              hop_length=self.hop, win_length=self.win, window=self.window,
+                              center=True, pad_mode="reflect", return_complex=True)  # [F, T]
+            power = spec.real.square() + spec.imag.square()
+            return torch.log(power.T @ self.filters + 1e-6).contiguous().numpy()
+
+    def prepare(self, dialogue: Sequence[Utterance], position: int) -> np.ndarray:
+        """Log-mel ``[T, n_mels]`` float32 of ``dialogue[position]``."""
+        wav = _load_segment(dialogue[position], self.config.sample_rate, self.config.max_seconds)
+        return self.log_mel(wav)
 
     def encode(self, items: list[np.ndarray]) -> list[Encoded]:
         out = []

@@ -86,6 +86,22 @@ class FaceDescriptorEncoder(Encoder):
                 **self.stats.as_dict()}
 
 
+def import_timm() -> Any:
+    """timm (with timm.data / timm.models), or a one-line UserError when it is missing or cannot
+    load (timm imports torchvision, whose PyPI wheels load only beside PyPI's CUDA torch)."""
+    try:
+        import timm
+        import timm.data
+        import timm.models
+    except (ImportError, OSError, RuntimeError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"video encoder 'cnn' needs timm and a torchvision that loads beside this torch ({why}); "
+            "install them with pip install -e '.[vision]', or use the 'hf-video' encoder "
+            "(transformers image models, no torchvision)") from exc
+    return timm
+
+
 @dataclass
 class CNNVideoConfig(EncoderConfig):
     """``model``: a timm model name. ``weights``: a local .pth/.safetensors file or a folder holding
@@ -119,8 +135,7 @@ class CNNVideoEncoder(Encoder):
 
     # ------------------------------------------------------------------ weights
     def _hub_id(self) -> str:
-        import timm.models
-
+        timm = import_timm()
         cfg = timm.models.get_pretrained_cfg(self.config.model)
         return str(getattr(cfg, "hf_hub_id", "") or "") if cfg is not None else ""
 
@@ -168,16 +183,13 @@ class CNNVideoEncoder(Encoder):
         raise self._missing("weights not found in the Hugging Face cache (~/.cache/huggingface)")
 
     def check(self) -> None:
-        import timm
-
+        timm = import_timm()
         if not timm.is_model(self.config.model):
             raise UserError(f"video encoder: unknown timm model {self.config.model!r}")
         self.resolve_file()
 
     def load(self, device: str, fp16: bool = False) -> None:
-        import timm
-        import timm.data
-
+        timm = import_timm()
         c = self.config
         file = self.resolve_file()
         pretrained = file is None and not c.random_init  # download allowed
