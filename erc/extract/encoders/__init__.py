@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from erc.config import apply_overrides
@@ -53,17 +54,24 @@ ENCODERS: dict[str, EncoderEntry] = {
         EncoderEntry("faces", "video", "sampled frames -> OpenCV Haar face crop -> HOG+LBP descriptors "
                      "(offline, no weights); per-frame sequence + mean",
                      "erc.extract.encoders.video:FaceDescriptorEncoder", False),
+        EncoderEntry("hf-video", "video", "sampled frames -> face crop -> any Hugging Face image model by id or "
+                     "local path (e.g. microsoft/swin-tiny-patch4-window7-224, microsoft/resnet-50 with "
+                     "output=logits); per-frame sequence + mean; no torchvision",
+                     "erc.extract.encoders.video_hf:HFVideoEncoder", True),
         EncoderEntry("cnn", "video", "sampled frames -> face crop -> timm/torchvision CNN from local weights "
-                     "(VisExtNet-style: mean of per-frame 1000-d outputs)",
+                     "(VisExtNet-style: mean of per-frame 1000-d outputs; the 'vision' extra)",
                      "erc.extract.encoders.video:CNNVideoEncoder", True),
-        EncoderEntry("swin", "video", "15 frames -> face crop -> Swin per frame -> [15, D] (DeepMSI-MER)",
+        EncoderEntry("swin", "video", "15 frames -> face crop -> timm Swin per frame -> [15, D] (DeepMSI-MER; "
+                     "the 'vision' extra)",
                      "erc.extract.encoders.video:CNNVideoEncoder", True,
                      (("model", "swin_tiny_patch4_window7_224"), ("frames", "15"), ("output", "features"))),
     ]
 }
 
 # For a name that is not registered: the encoder that takes it as a model id / path.
-HF_FALLBACK = {"text": "hf-text", "audio": "hf-audio"}
+HF_FALLBACK = {"text": "hf-text", "audio": "hf-audio", "video": "hf-video"}
+# Modalities whose hub has organisation-less model ids (roberta-large, bert-base-uncased).
+BARE_MODEL_IDS = {"text"}
 
 
 def build_encoder(modality: str, name: str, overrides: dict[str, str] | None = None) -> Encoder | None:
@@ -78,9 +86,10 @@ def build_encoder(modality: str, name: str, overrides: dict[str, str] | None = N
     overrides = dict(overrides or {})
     entry = ENCODERS.get(name)
     if entry is None:
-        if modality not in HF_FALLBACK:
+        if not _model_id_like(modality, name):
             choices = [e.name for e in ENCODERS.values() if e.modality == modality]
-            raise UserError(f"unknown {modality} encoder {name!r}; choose one of: {', '.join(choices)}, none")
+            raise UserError(f"unknown {modality} encoder {name!r}; choose one of: {', '.join(choices)}, none, "
+                            "or a Hugging Face model id (org/name) or local model folder")
         entry = ENCODERS[HF_FALLBACK[modality]]
         overrides.setdefault("model", name)
     elif entry.modality != modality:
@@ -94,10 +103,18 @@ def build_encoder(modality: str, name: str, overrides: dict[str, str] | None = N
     return cls(cfg)
 
 
+def _model_id_like(modality: str, name: str) -> bool:
+    """Whether an unregistered encoder name should be read as a model: an ``org/name`` hub id, an
+    existing local path, or (text only) an old organisation-less hub id such as ``roberta-large``."""
+    if modality not in HF_FALLBACK:
+        return False
+    return "/" in name or Path(name).expanduser().exists() or modality in BARE_MODEL_IDS
+
+
 def default_group_name(entry_name: str, cfg: object) -> str:
     """Group name in the cache: the registry name, or for a model id its last path part."""
     model = getattr(cfg, "model", None)
-    if entry_name in ("hf-text", "hf-audio", "cnn", "swin") and model:
+    if entry_name in ("hf-text", "hf-audio", "hf-video", "cnn", "swin") and model:
         return str(model).rstrip("/").split("/")[-1]
     return entry_name
 

@@ -1,0 +1,139 @@
+"""Video encoder on Hugging Face image models (ResNet, Swin, ViT, ConvNeXt ... by id or local
+folder): sampled frames -> face crops -> the model on each crop. Needs neither timm nor
+torchvision, so it runs wherever transformers does (a CPU-only torch included)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+
+from erc.errors import UserError
+from erc.extract.datasets.base import Utterance
+from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
+from erc.extract.encoders.faces import face_crops
+from erc.extract.encoders.hf import HFWeights, ResolvedWeights, autocast
+from erc.extract.encoders.video import _FaceStats
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class HFVideoConfig(EncoderConfig):
+    """``model``: HF id or local folder of an image model. ``output``: "features" (the backbone's
+    pooled output; Swin per frame for DeepMSI) or "logits" (its classification head, e.g.
+    microsoft/resnet-50's 1000 ImageNet classes, VisExtNet-style). ``size``: side of the face crop
+    fed to the model (0: the model's ``image_size``, else 224). ``frames`` sampled per utterance.
+    ``download``: allow fetching from the hub (otherwise local only)."""
+
+    model: str = ""
+    output: Literal["features", "logits"] = "features"
+    frames: int = 20
+    size: int = 0
+    revision: str = ""
+    download: bool = False
+    keep_frames: bool = True
+    batch_size: int = 8
+
+
+class HFVideoEncoder(HFWeights, Encoder):
+    """frames ``[T, D]`` = the model's output for each of ``T = frames`` face crops (float16);
+    pooled ``[D]`` = their mean (float32)."""
+
+    modality = "video"
+    Config = HFVideoConfig
+    config: HFVideoConfig
+
+    def __init__(self, config: HFVideoConfig) -> None:
+        super().__init__(config)
+        if config.output not in ("features", "logits"):
+            raise UserError(f"video encoder: output must be 'features' or 'logits', got {config.output!r}")
+        if config.frames < 1:
+            raise UserError(f"video encoder: frames must be >= 1, got {config.frames}")
+        self._weights: ResolvedWeights | None = None
+        self.stats = _FaceStats()
+        self.model: Any = None
+        self.size = config.size
+        self.normalisation = ""
+        self._dim = 0
+
+    def load(self, device: str, fp16: bool = False) -> None:
+        from transformers import AutoModel, AutoModelForImageClassification
+
+        c = self.config
+        w, kw = self.resolve(), self.pretrained_kwargs()
+        cls = AutoModelForImageClassification if c.output == "logits" else AutoModel
+        try:
+            model, info = cls.from_pretrained(w.path, output_loading_info=True, **kw)
+        except (ValueError, KeyError) as exc:  # e.g. a text model, or no classification head class
+            raise UserError(f"video encoder '{c.model}': not an image model with "
+                            f"{'a classification head' if c.output == 'logits' else 'a backbone'}: "
+                            f"{str(exc).splitlines()[0]}") from exc
+        if info.get("missing_keys"):
+            missing = info["missing_keys"]
+            raise UserError(f"video encoder '{c.model}': the weights lack {len(missing)} of the model's "
+                            f"tensors (e.g. {missing[0]}); with output=logits the checkpoint must hold a "
+                            "classification head")
+        image_size = getattr(model.config, "image_size", None)
+        if isinstance(image_size, (list, tuple)):
+            image_size = image_size[-1]
+        self.size = c.size or int(image_size or 224)
+        mean, std = self._normalisation(w.path, kw)
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        self.model = model.to(device).eval()
+        self.device, self.fp16 = device, bool(fp16 and device.startswith("cuda"))
+        probe = np.zeros((1, self.size, self.size, 3), np.uint8)
+        self._dim = int(self._forward(probe).shape[1])
+
+    def _normalisation(self, path: str, kw: dict[str, Any]) -> tuple[Sequence[float], Sequence[float]]:
+        """The image processor's mean / std, or ImageNet's when the model ships no processor."""
+        from transformers import AutoImageProcessor
+
+        try:
+            proc = AutoImageProcessor.from_pretrained(path, use_fast=False, **kw)
+            mean, std = proc.image_mean, proc.image_std
+            self.normalisation = "image processor"
+        except (OSError, ValueError, AttributeError):
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+            self.normalisation = "imagenet (no preprocessor_config.json)"
+        return mean, std
+
+    def _forward(self, crops: np.ndarray) -> torch.Tensor:
+        """uint8 RGB ``[N, S, S, 3]`` -> float32 ``[N, D]`` on the CPU."""
+        x = torch.from_numpy(crops).to(self.device, non_blocking=True)
+        with torch.inference_mode(), autocast(self.device, self.fp16):
+            x = (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
+            out = self.model(pixel_values=x)
+            if self.config.output == "logits":
+                y = out.logits
+            elif getattr(out, "pooler_output", None) is not None:
+                y = out.pooler_output  # ResNet / ConvNeXt: [N, C, 1, 1]; Swin / ViT: [N, D]
+            else:
+                y = out.last_hidden_state.float().mean(1)
+            return y.flatten(1).float().cpu()
+
+    def prepare(self, dialogue: Sequence[Utterance], position: int) -> np.ndarray:
+        """Face crops ``[frames, size, size, 3]`` uint8 RGB."""
+        crops = face_crops(dialogue[position], self.config.frames, self.size or 224)
+        self.stats.add(len(crops.crops), crops.found)
+        return crops.crops
+
+    def encode(self, items: list[np.ndarray]) -> list[Encoded]:
+        """All frames of the batch in one forward pass ``[sum T, 3, S, S]``, split back per item."""
+        y = self._forward(np.concatenate(items))
+        out = []
+        for part in torch.split(y, [len(x) for x in items]):
+            frames = part.to(torch.float16).numpy() if self.config.keep_frames else None
+            out.append(Encoded(part.mean(0).numpy(), frames))
+        return out
+
+    def provenance(self) -> dict[str, Any]:
+        c = self.config
+        return {**self.weights_provenance(), "output": c.output, "frames": c.frames, "size": self.size,
+                "normalisation": self.normalisation,
+                "face_detector": "opencv haarcascade_frontalface_default", "pooling": "mean over frames",
+                **self.stats.as_dict()}
