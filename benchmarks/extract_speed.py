@@ -112,7 +112,8 @@ def time_naive(corpus: Corpus, enc: Encoder, out: Path) -> float:
             for p in range(len(utts)):
                 e = enc.encode([enc.prepare(utts, p)])[0]
                 if pooled is None:
-                    pooled = h5.create_dataset("pooled", shape=(0, e.pooled.size), maxshape=(None, e.pooled.size), chunks=True)
+                    pooled = h5.create_dataset("pooled", shape=(0, e.pooled.size), maxshape=(None, e.pooled.size),
+                                               chunks=True, dtype="float32")
                     frames = h5.create_dataset("frames", shape=(0, e.frames.shape[1]), maxshape=(None, e.frames.shape[1]), chunks=True,
                                                dtype="float16")
                 pooled.resize(pooled.shape[0] + 1, axis=0)
