@@ -21,7 +21,7 @@ WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_mod
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 
-class _FaceStats:
+class FaceStats:
     """Thread-safe count of frames seen / frames with a detected face (for provenance)."""
 
     def __init__(self) -> None:
@@ -58,7 +58,7 @@ class FaceDescriptorEncoder(Encoder):
         super().__init__(config)
         if config.size < 16 or config.size % 8:
             raise UserError(f"faces encoder: size must be a multiple of 8 and >= 16, got {config.size}")
-        self.stats = _FaceStats()
+        self.stats = FaceStats()
 
     def load(self, device: str, fp16: bool = False) -> None:
         self.device = device
@@ -128,7 +128,7 @@ class CNNVideoEncoder(Encoder):
 
     def __init__(self, config: CNNVideoConfig) -> None:
         super().__init__(config)
-        self.stats = _FaceStats()
+        self.stats = FaceStats()
         self.model: Any = None
         self._file: str | None = None
         self._dim = 0

@@ -15,7 +15,7 @@ from erc.extract.datasets.base import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
 from erc.extract.encoders.faces import face_crops
 from erc.extract.encoders.hf import HFWeights, ResolvedWeights, autocast
-from erc.extract.encoders.video import _FaceStats
+from erc.extract.encoders.video import FaceStats
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,7 +54,7 @@ class HFVideoEncoder(HFWeights, Encoder):
         if config.frames < 1:
             raise UserError(f"video encoder: frames must be >= 1, got {config.frames}")
         self._weights: ResolvedWeights | None = None
-        self.stats = _FaceStats()
+        self.stats = FaceStats()
         self.model: Any = None
         self.size = config.size
         self.normalisation = ""
