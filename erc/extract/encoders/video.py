@@ -86,6 +86,28 @@ class FaceDescriptorEncoder(Encoder):
                 **self.stats.as_dict()}
 
 
+class PixelNorm:
+    """Per-channel normalisation of uint8 RGB face crops, as a model's preprocessing expects:
+    ``mean`` / ``std`` are on the 0-1 scale (3 values each)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: str) -> None:
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+
+    def __call__(self, crops: np.ndarray) -> torch.Tensor:
+        """uint8 ``[N, S, S, 3]`` -> float32 ``[N, 3, S, S]`` on the stats' device."""
+        x = torch.from_numpy(crops).to(self.mean.device, non_blocking=True)
+        return (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
+
+
+def split_per_item(y: torch.Tensor, items: list[np.ndarray], keep_frames: bool = True) -> list[Encoded]:
+    """The outputs ``[sum T, D]`` of all items' frames -> one :class:`Encoded` per item: pooled
+    ``[D]`` = mean over its ``T`` frames (float32), frames ``[T, D]`` float16 (or None)."""
+    y = y.float().cpu()
+    return [Encoded(part.mean(0).numpy(), part.to(torch.float16).numpy() if keep_frames else None)
+            for part in torch.split(y, [len(x) for x in items])]
+
+
 def import_timm() -> Any:
     """timm (with timm.data / timm.models), or a one-line UserError when it is missing or cannot
     load (timm imports torchvision, whose PyPI wheels load only beside PyPI's CUDA torch)."""
@@ -206,8 +228,7 @@ class CNNVideoEncoder(Encoder):
             except Exception as exc:  # noqa: BLE001
                 raise UserError(f"video encoder '{c.model}': cannot load {file}: {str(exc).splitlines()[0]}") from exc
         cfg = timm.data.resolve_model_data_config(model)
-        self.mean = torch.tensor(cfg["mean"], device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(cfg["std"], device=device).view(1, 3, 1, 1) * 255
+        self.norm = PixelNorm(cfg["mean"], cfg["std"], device)
         self.model = model.to(device).eval()
         self.device, self.fp16 = device, bool(fp16 and device.startswith("cuda"))
         self._dim = int(model.num_classes if c.output == "logits" else model.num_features)
@@ -221,19 +242,13 @@ class CNNVideoEncoder(Encoder):
 
     def encode(self, items: list[np.ndarray]) -> list[Encoded]:
         """All frames of the batch in one forward pass ``[sum T, 3, S, S]``, split back per item."""
-        counts = [len(x) for x in items]
-        x = torch.from_numpy(np.concatenate(items)).to(self.device, non_blocking=True)
         with torch.inference_mode(), autocast(self.device, self.fp16):
-            x = (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
+            x = self.norm(np.concatenate(items))
             if self.config.output == "logits":
                 y = self.model(x)
             else:
                 y = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
-            y = y.float().cpu()
-        out = []
-        for part in torch.split(y, counts):
-            out.append(Encoded(part.mean(0).numpy(), part.to(torch.float16).numpy()))
-        return out
+            return split_per_item(y, items)
 
     @property
     def dim(self) -> int:

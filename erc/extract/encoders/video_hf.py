@@ -15,7 +15,7 @@ from erc.extract.datasets.base import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
 from erc.extract.encoders.faces import face_crops
 from erc.extract.encoders.hf import HFWeights, ResolvedWeights, autocast
-from erc.extract.encoders.video import FaceStats
+from erc.extract.encoders.video import FaceStats, PixelNorm, split_per_item
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -82,8 +82,7 @@ class HFVideoEncoder(HFWeights, Encoder):
             image_size = image_size[-1]
         self.size = c.size or int(image_size or 224)
         mean, std = self._normalisation(w.path, kw)
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        self.norm = PixelNorm(mean, std, device)
         self.model = model.to(device).eval()
         self.device, self.fp16 = device, bool(fp16 and device.startswith("cuda"))
         probe = np.zeros((1, self.size, self.size, 3), np.uint8)
@@ -104,10 +103,8 @@ class HFVideoEncoder(HFWeights, Encoder):
 
     def _forward(self, crops: np.ndarray) -> torch.Tensor:
         """uint8 RGB ``[N, S, S, 3]`` -> float32 ``[N, D]`` on the CPU."""
-        x = torch.from_numpy(crops).to(self.device, non_blocking=True)
         with torch.inference_mode(), autocast(self.device, self.fp16):
-            x = (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
-            out = self.model(pixel_values=x)
+            out = self.model(pixel_values=self.norm(crops))
             if self.config.output == "logits":
                 y = out.logits
             elif getattr(out, "pooler_output", None) is not None:
@@ -124,12 +121,7 @@ class HFVideoEncoder(HFWeights, Encoder):
 
     def encode(self, items: list[np.ndarray]) -> list[Encoded]:
         """All frames of the batch in one forward pass ``[sum T, 3, S, S]``, split back per item."""
-        y = self._forward(np.concatenate(items))
-        out = []
-        for part in torch.split(y, [len(x) for x in items]):
-            frames = part.to(torch.float16).numpy() if self.config.keep_frames else None
-            out.append(Encoded(part.mean(0).numpy(), frames))
-        return out
+        return split_per_item(self._forward(np.concatenate(items)), items, self.config.keep_frames)
 
     def provenance(self) -> dict[str, Any]:
         c = self.config
