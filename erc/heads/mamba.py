@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -377,13 +377,20 @@ def packed_mixer_forward(mixer: MambaMixer, x: torch.Tensor, layout: PackedLayou
     return mixer.out_proj(y.to(x.dtype))  # [P, D]
 
 
-def torch_mixer_forward(mixer: MambaMixer, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """:func:`packed_mixer_forward` on a right-padded batch: x ``[B, L, D]``, mask ``[B, L]`` ->
-    ``[B, L, D]`` (zeros at padding)."""
+def on_real_rows(x: torch.Tensor, mask: torch.Tensor,
+                 fn: Callable[[torch.Tensor, PackedLayout], torch.Tensor]) -> torch.Tensor:
+    """``fn(packed [P, D], layout) -> [P, D]`` run on the real positions of a right-padded batch:
+    x ``[B, L, D]``, mask ``[B, L]`` -> ``[B, L, D]`` (zeros at padding)."""
     layout = PackedLayout(mask)
     if layout.P == 0:
         return x * 0.0
-    return layout.unpack(packed_mixer_forward(mixer, layout.pack(x), layout))
+    return layout.unpack(fn(layout.pack(x), layout))
+
+
+def torch_mixer_forward(mixer: MambaMixer, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`packed_mixer_forward` on a right-padded batch: x ``[B, L, D]``, mask ``[B, L]`` ->
+    ``[B, L, D]`` (zeros at padding)."""
+    return on_real_rows(x, mask, lambda h, layout: packed_mixer_forward(mixer, h, layout))
 
 
 def _mixer(cfg: MambaConfig, layer_idx: int) -> MambaMixer:
@@ -436,10 +443,7 @@ class MambaBlock(nn.Module):
         mamba-ssm path this packs the batch and runs :meth:`forward_packed` (MambaMixer.forward
         itself may try to fetch kernels from the Hub, so the PyTorch path is always ours)."""
         if not (x.is_cuda and mamba_ssm_available()):
-            layout = PackedLayout(mask)
-            if layout.P == 0:
-                return x * 0.0
-            return layout.unpack(self.forward_packed(layout.pack(x), layout))
+            return on_real_rows(x, mask, self.forward_packed)
         self.backend = "mamba-ssm"
         m = mask.to(x.dtype).unsqueeze(-1)
         x = x * m
@@ -487,10 +491,10 @@ class DialogueMamba(nn.Module):
             for block in self.blocks:
                 x = block(x, mask)
             return x
-        layout = PackedLayout(mask)
-        if layout.P == 0:
-            return x * 0.0
-        h = layout.pack(x)
+        return on_real_rows(x, mask, self._forward_packed)
+
+    def _forward_packed(self, h: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+        """Every layer on the packed real rows ``h [P, D]`` -> ``[P, D]``."""
         for block in self.blocks:
             h = block.forward_packed(h, layout)
-        return layout.unpack(h)
+        return h
