@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from erc.extract.datasets.base import Corpus, Utterance  # noqa: E402
+from erc.corpus import Corpus, Utterance  # noqa: E402
 from erc.extract.datasets.synth import write_wav  # noqa: E402
 from erc.extract.encoders import build_encoder  # noqa: E402
 from erc.extract.encoders.base import Encoder  # noqa: E402

@@ -78,13 +78,16 @@ def extract(dataset: str, data: Path, cache: Path, threads: int) -> float:
 
 def _run_one(job: tuple) -> None:
     """One seed of one head (in a worker process; finished runs are skipped by config hash)."""
-    from erc.heads.train import TrainConfig, train_run
+    from erc.heads.registry import resolve_head
+    from erc.train.loop import TrainConfig, load_data, train_run
 
     dataset, cache, label, seed, runs, threads, precision = job
     _, head, variant, overrides, opts, _ = next(h for h in HEADS if h[0] == label)
     cfg = TrainConfig(**opts, num_threads=threads, quiet=True, seed=seed, precision=precision)
+    spec = resolve_head(head, variant, overrides)
     t0 = time.time()
-    res = train_run(cache, head, {"text": TEXT[dataset][0]}, overrides, variant, cfg, runs / dataset / label / f"seed{seed}")
+    data = load_data(cache, spec, {"text": TEXT[dataset][0]}, cfg)
+    res = train_run(data, spec, cfg, runs / dataset / label / f"seed{seed}")
     print(f"  {dataset:8s} {label:15s} seed {seed}: test W-F1 {100 * res.test['weighted_f1']:.2f}"
           f"  dev {100 * res.dev['weighted_f1']:.2f}  ({time.time() - t0:.0f} s{', reused' if res.skipped else ''})",
           file=sys.stderr, flush=True)
@@ -95,8 +98,9 @@ def train(caches: dict[str, Path], runs: Path, seeds: int, threads: int, heads: 
     """Every (dataset, head, seed) run on a pool of ``jobs`` worker processes (``threads`` torch
     threads each), longest first; then each head's seeds are summarised. Returns
     dataset -> label -> summary (test / dev aggregates, CPU-seconds of its runs)."""
-    from erc.heads.sweep import train_seeds
-    from erc.heads.train import TrainConfig
+    from erc.heads.registry import resolve_head
+    from erc.train.loop import TrainConfig, load_data
+    from erc.train.sweep import train_seeds
 
     todo = [(ds, cache, h[0], seed, runs, threads, precision) for ds, cache in caches.items() for h in HEADS
             if h[0] in heads and ds in h[5] for seed in range(seeds)]
@@ -113,7 +117,9 @@ def train(caches: dict[str, Path], runs: Path, seeds: int, threads: int, heads: 
             if label not in heads or ds not in datasets:
                 continue
             cfg = TrainConfig(**opts, num_threads=threads, quiet=True, precision=precision)
-            res = train_seeds(cache, head, {"text": TEXT[ds][0]}, overrides, variant, cfg, runs / ds / label, list(range(seeds)))
+            spec = resolve_head(head, variant, overrides)
+            data = load_data(cache, spec, {"text": TEXT[ds][0]}, cfg)
+            res = train_seeds(data, spec, cfg, runs / ds / label, list(range(seeds)))
             seconds = sum(_run_seconds(r.run_dir) for r in res.runs)
             out[ds][label] = {"test": res.summary["test"], "dev": res.summary["dev"],
                               "train": {k: v for k, v in vars(cfg).items() if k in opts} | {"head": head, "variant": variant},

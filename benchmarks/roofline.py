@@ -7,7 +7,7 @@ On the IEMOCAP-sized synthetic cache of ``train_speed.py``, for each head and pr
 1. counts the floating-point operations of one training epoch (forward + backward) in matrix
    products (``torch.utils.flop_counter.FlopCounterMode``: mm / addmm / bmm / convolutions; the C
    kernels and elementwise work are not counted, so this is a lower bound of the work);
-2. times ``--epochs`` epochs through the real ``_train_epoch`` (median);
+2. times ``--epochs`` epochs through the real ``train_epoch`` (median);
 3. measures the GEMM rate this CPU sustains, with PyTorch, on the products that dominate the
    count (their shapes are recorded during step 1; each timed for about 0.3 s);
 
@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from train_speed import HeadBench, build_cache  # noqa: E402
 
-from erc.heads.train import _train_epoch  # noqa: E402
+from erc.train.loop import train_epoch  # noqa: E402
 
 GEMM_OPS = {"mm", "addmm", "bmm", "baddbmm"}
 
@@ -79,7 +79,7 @@ def measure(cache: Path, spec: str, precision: str, epochs: int) -> dict:
     bench.epoch(warmup=True)
     with FlopCounterMode(display=False) as counter:
         with ShapeRecorder() as shapes:
-            _train_epoch(bench.head, bench.data, bench.opt, bench.cfg, bench.device, None, bench.gen)
+            train_epoch(bench.head, bench.data, bench.opt, bench.cfg, bench.device, None, bench.gen)
     total = counter.get_total_flops()
     by_op = {str(k.__name__ if hasattr(k, "__name__") else k): v
              for k, v in counter.get_flop_counts().get("Global", {}).items()}

@@ -11,11 +11,11 @@ added in the cache schema as float16: text tokens 8..20 x 1024, audio log-mel 64
 video 15 x 1000.
 
 Each head is trained through the real code path of ``erc train-head``: the same
-:class:`erc.features.dialogues.DialogueData`, the registry's ``build``, AdamW with the head's
-``train_defaults`` (batch size counts dialogues), and :func:`erc.heads.train._train_epoch` per
+:class:`erc.train.dialogues.DialogueData`, the registry's ``HeadSpec.build``, AdamW with the head's
+``train_defaults`` (batch size counts dialogues), and :func:`erc.train.loop.train_epoch` per
 epoch. Data loading is measured by timing the two pieces of that loop that move data —
 ``DialogueData.collate`` and ``DialogueBatch.to(device)`` — through a wrapper installed on the
-instance / class for the benchmark only. Epoch time = wall time of ``_train_epoch`` (the dev
+instance / class for the benchmark only. Epoch time = wall time of ``train_epoch`` (the dev
 prediction that ``_fit`` runs after each epoch is timed separately, ``dev_predict_s``); the median
 over ``--epochs`` epochs after ``--warmup`` warm-up epochs, in each of ``--rounds`` rounds (every
 pooled head in turn, then again), so that a change of load on this shared machine falls on
@@ -52,10 +52,10 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from erc.features.dialogues import DialogueData  # noqa: E402
 from erc.heads.base import DialogueBatch  # noqa: E402
-from erc.heads.runs import build, resolve_config, resolve_head  # noqa: E402
-from erc.heads.train import TrainConfig, _train_epoch, predict, seed_everything  # noqa: E402
+from erc.heads.registry import resolve_head  # noqa: E402
+from erc.train.dialogues import DialogueData  # noqa: E402
+from erc.train.loop import TrainConfig, load_data, predict, seed_everything, train_epoch  # noqa: E402
 from tests.synth_cache import write_synthetic_cache  # noqa: E402
 
 N_UTT, N_DLG, N_CLASSES = 7433, 151, 6
@@ -135,19 +135,17 @@ class HeadBench:
                  precision: str = "fp32") -> None:
         name, _, variant = spec.partition(":")
         self.key, self.name, self.variant, self.device = key, name, variant or "full", device
-        hname, cls = resolve_head(name)
-        head_cfg = resolve_config(hname, cls, self.variant, {})
-        mods = list(DIMS)
+        spec = resolve_head(name, self.variant)
         t0 = time.perf_counter()
-        self.data = DialogueData(cache, mods, cls.frames_for(head_cfg, mods))
+        self.data = load_data(cache, spec, list(DIMS))
         self.load_s = time.perf_counter() - t0
-        defaults = dict(getattr(cls, "train_defaults", None) or {})
+        defaults = dict(getattr(spec.cls, "train_defaults", None) or {})
         self.cfg = TrainConfig(batch_size=batch_size or defaults.get("batch_size", TrainConfig.batch_size),
                                lr=defaults.get("lr", TrainConfig.lr),
                                weight_decay=defaults.get("weight_decay", TrainConfig.weight_decay),
                                device=str(device), precision=precision, quiet=True)
         seed_everything(0)
-        self.head = build(hname, cls, self.data.inputs(), self.variant, {}).to(device)
+        self.head = spec.build(self.data.inputs()).to(device)
         self.opt = torch.optim.AdamW(self.head.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(0)
         self.steps = -(-len(self.data.dataset("train")) // self.cfg.batch_size)
@@ -160,7 +158,7 @@ class HeadBench:
     def epoch(self, warmup: bool) -> None:
         with LoadTimer(self.data) as timer:
             t, c = time.perf_counter(), time.process_time()
-            _train_epoch(self.head, self.data, self.opt, self.cfg, self.device, None, self.gen)
+            train_epoch(self.head, self.data, self.opt, self.cfg, self.device, None, self.gen)
             dt, dc = time.perf_counter() - t, time.process_time() - c
             loading = timer.seconds
         t = time.perf_counter()
@@ -206,6 +204,43 @@ def bench_rounds(benches: list[HeadBench], epochs: int, warmup: int, rounds: int
                 b.epoch(warmup=e < warmup)
 
 
+KERNEL_SWITCHES = {"scan": "ERC_C_SCAN", "softplus": "ERC_C_SOFTPLUS", "dropout": "ERC_C_DROPOUT",
+                   "attention": "ERC_C_ATTENTION"}
+
+
+def set_kernel(name: str, on: bool) -> None:
+    """Switch one of erc's CPU kernels on or off for the epochs that follow (read at every call)."""
+    if on:
+        os.environ.pop(KERNEL_SWITCHES[name], None)
+    else:
+        os.environ[KERNEL_SWITCHES[name]] = "0"
+
+
+def ab_kernels(bench: HeadBench, names: list[str], epochs: int, rounds: int) -> dict:
+    """Kernel on (A) vs off (B), A/B/A/B in one process on one model: for each kernel in turn, ``epochs``
+    timed epochs with every kernel on, then ``epochs`` with that kernel off, each after one warm-up
+    epoch; ``rounds`` times. Returns per kernel the median epochs and the share of the kernel-less
+    epoch that the kernel saves: ``(off - on) / off``."""
+    times: dict[str, dict[str, list[float]]] = {n: {"on": [], "off": []} for n in names}
+    for _ in range(rounds):
+        for n in names:
+            for cond in ("on", "off"):
+                set_kernel(n, cond == "on")
+                bench.epoch(warmup=True)
+                for _ in range(epochs):
+                    t = time.perf_counter()
+                    train_epoch(bench.head, bench.data, bench.opt, bench.cfg, bench.device, None, bench.gen)
+                    times[n][cond].append(time.perf_counter() - t)
+                    print(f"  kernel {n:9s} {cond:3s}: epoch {times[n][cond][-1]:6.2f} s", flush=True)
+                set_kernel(n, True)
+    out = {}
+    for n, t in times.items():
+        on, off = statistics.median(t["on"]), statistics.median(t["off"])
+        out[n] = {"on_s": [round(x, 3) for x in t["on"]], "off_s": [round(x, 3) for x in t["off"]],
+                  "on_median_s": round(on, 3), "off_median_s": round(off, 3), "saves_share": round((off - on) / off, 4)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -218,6 +253,8 @@ def main() -> None:
     ap.add_argument("--frame-epochs", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="training autocast (TrainConfig.precision)")
+    ap.add_argument("--ab-kernels", default="", help="instead of the head comparison: each named CPU kernel "
+                    f"({', '.join(KERNEL_SWITCHES)}) on vs off, A/B/A/B, on the first --heads entry")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -239,6 +276,15 @@ def main() -> None:
             spec, _, bs = spec_bs.partition("@")
             return HeadBench(cache, spec + (f"@{bs}" if bs else ""), spec, int(bs) if bs else None, device, args.precision)
 
+        if args.ab_kernels:
+            b = bench(args.heads.split(",")[0])
+            res = ab_kernels(b, [k for k in args.ab_kernels.split(",") if k], args.epochs, args.rounds)
+            print("\nkernel       on s   off s   saves")
+            for k, r in res.items():
+                print(f"{k:10s} {r['on_median_s']:6.2f} {r['off_median_s']:7.2f} {100 * r['saves_share']:6.1f} %")
+            print(json.dumps({"benchmark": "train_speed --ab-kernels", "head": b.key, "machine": machine,
+                              "epochs_per_condition": args.epochs, "rounds": args.rounds, "kernels": res}))
+            return
         pooled = [bench(h) for h in args.heads.split(",") if h]
         bench_rounds(pooled, args.epochs, args.warmup, args.rounds)
         results.update({b.key: b.summary() for b in pooled})

@@ -26,10 +26,6 @@ def split_settings(items: list[str] | None) -> dict[str, dict[str, str]]:
     return out
 
 
-def default_out(dataset: str) -> Path:
-    return Path("features") / f"{dataset}.h5"
-
-
 def extract(
     dataset: str = typer.Option("demo", help="iemocap | meld | manifest | demo (see `erc list datasets`)"),
     root: Optional[str] = typer.Option(None, help="Dataset folder (or manifest file). demo: where to write it."),
@@ -46,12 +42,11 @@ def extract(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Run the encoders over a dataset once and cache per-utterance features in one HDF5 file."""
-    from erc.extract.datasets import load_dataset
+    from erc.extract.datasets import DATASETS, load_dataset
     from erc.extract.encoders import build_encoder
     from erc.extract.run import RunConfig
     from erc.extract.summary import print_summary, run_with_progress
-
-    from erc.extract.datasets import DATASETS
+    from erc.features.schema import default_cache_path
 
     console = Console(stderr=True)
     if dataset not in DATASETS:
@@ -63,7 +58,7 @@ def extract(
     if not encoders:
         raise UserError("nothing to extract: --text, --audio and --video are all none")
     corpus = load_dataset(dataset, root, settings["dataset"])
-    out = out or default_out(dataset)
+    out = out or default_cache_path(dataset)
     command = "erc extract " + shlex.join(_canonical_args(dataset, root, text, audio, video, set_, out))
     console.print(f"[bold]{corpus.name}[/]: {len(corpus.utterances)} utterances in "
                   f"{len(corpus.dialogues())} dialogues -> {out}")

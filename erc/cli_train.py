@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -26,7 +25,7 @@ def short_modalities(modalities: Iterable[str], sep: str = "") -> str:
 
 def parse_modalities(value: str | None) -> list[str] | None:
     """``"t,a"`` / ``"text,audio"`` -> ``["text", "audio"]``; None keeps the cache's modalities."""
-    from erc.features.dialogues import canonical_modality
+    from erc.train.dialogues import canonical_modality
 
     if value is None or not value.strip():
         return None
@@ -44,7 +43,7 @@ def parse_modalities(value: str | None) -> list[str] | None:
 
 def parse_encoders(value: str | None) -> dict[str, str]:
     """``"text=minilm,audio=mel"`` -> ``{"text": "minilm", "audio": "mel"}``."""
-    from erc.features.dialogues import canonical_modality
+    from erc.train.dialogues import canonical_modality
 
     out: dict[str, str] = {}
     for key, enc in parse_assignments([p for p in (value or "").split(",") if p.strip()]).items():
@@ -58,8 +57,9 @@ def parse_encoders(value: str | None) -> dict[str, str]:
 def resolve_data(dataset: str, features: Path | None, modalities: str | None, encoders: str | None) -> tuple[Path, str, dict[str, str | None]]:
     """The cache path, a dataset name for output folders, and modality -> encoder (None = default)."""
     from erc.features.reader import FeatureCache
+    from erc.features.schema import default_cache_path
 
-    path = features if features is not None else Path("features") / f"{dataset}.h5"
+    path = features if features is not None else default_cache_path(dataset)
     mods = parse_modalities(modalities)
     encs = parse_encoders(encoders)
     with FeatureCache(path) as fc:  # UserError when missing / unreadable
@@ -84,37 +84,6 @@ def default_run_dir(dataset: str, model: str, variant: str, modalities: dict[str
     return Path("runs") / dataset / name
 
 
-def _train_cfg(head_cls: Any, **kw: Any) -> Any:
-    """TrainConfig: options the user gave > the head's ``train_defaults`` (its paper's) > defaults."""
-    from erc.heads.train import TrainConfig
-
-    if kw.get("precision") not in (None, "fp32", "bf16"):
-        raise UserError(f"--precision must be fp32 or bf16; got {kw['precision']!r}")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    defaults = {k: v for k, v in (getattr(head_cls, "train_defaults", None) or {}).items() if k in known}
-    return TrainConfig(**{**defaults, **{k: v for k, v in kw.items() if v is not None}})
-
-
-def _run_config(cache: Path, model: str, mods: dict[str, str | None], overrides: dict[str, str], variant: str, cfg: Any,
-                out: Path, seeds: int, folds: int | None, grouping: str, progress: Any) -> Any:
-    """Seeds (and folds) of one configuration; returns a SweepResult."""
-    from erc.heads.sweep import SweepResult, _summarise, cross_validate, train_seeds
-
-    if seeds < 1:
-        raise UserError("--seeds must be at least 1")
-    if folds is None:
-        return train_seeds(cache, model, mods, overrides, variant, cfg, out, list(range(seeds)), progress=progress)
-    if grouping not in ("dialogue", "utterance"):
-        raise UserError(f"--fold-grouping must be dialogue or utterance; got {grouping!r}")
-    runs = []
-    for s in range(seeds):
-        sub = cross_validate(cache, model, mods, overrides, variant, dataclasses.replace(cfg, seed=s),
-                             out / f"seed{s}", folds, grouping, progress=progress)  # type: ignore[arg-type]
-        runs.extend(sub.runs)
-    res: SweepResult = _summarise(out, runs, {"kind": "seeds x folds", "seeds": seeds, "folds": folds, "grouping": grouping})
-    return res
-
-
 def _compact_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
     """A results table that fits an 80-column terminal: no edges, and the score columns (their
     names hold "F1" or "acc"; cells like "60.48±0.62") right-aligned and never wrapped."""
@@ -128,7 +97,7 @@ def _compact_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[s
 
 
 def _table(title: str, rows: list[tuple[str, Any]]) -> Table:
-    from erc.heads.metrics import summarise
+    from erc.train.metrics import summarise
 
     cells = []
     for label, res in rows:
@@ -185,21 +154,21 @@ def train_head(
     quiet: bool = QuietOpt,
 ) -> None:
     """Train a head on a feature cache: dev-selected test weighted F1, mean ± std over seeds."""
-    from erc.heads.runs import resolve_config, resolve_head
-    from erc.heads.train import _progress
+    from erc.heads.registry import resolve_head
+    from erc.train.loop import TrainConfig
+    from erc.train.metrics import summarise
+    from erc.train.progress import progress_bar
+    from erc.train.sweep import run_sweep
 
     overrides = parse_assignments(set_)
-    name, cls = resolve_head(model)
-    resolve_config(name, cls, variant, overrides)  # unknown variant / key -> UserError before loading
+    spec = resolve_head(model, variant, overrides)  # unknown head / variant / key -> UserError before loading
+    cfg = TrainConfig.for_head(spec.cls, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                               class_weights=class_weights, max_frames=max_frames, deterministic=deterministic,
+                               device=device, quiet=quiet, precision=precision, num_threads=threads)
     cache, ds_name, mods = resolve_data(dataset, features, modalities, encoders)
-    cfg = _train_cfg(cls, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, class_weights=class_weights,
-                     max_frames=max_frames, deterministic=deterministic, device=device, quiet=quiet,
-                     precision=precision,
-                     num_threads=threads)
     out = out or default_run_dir(ds_name, model, variant, mods, overrides)
-    with _progress(quiet) as prog:
-        res = _run_config(cache, model, mods, overrides, variant, cfg, out, seeds, folds, fold_grouping, prog)
-    from erc.heads.metrics import summarise
+    with progress_bar(quiet) as prog:
+        res = run_sweep(cache, spec, mods, cfg, out, seeds, folds, fold_grouping, prog)  # type: ignore[arg-type]
 
     console = Console()
     console.print(_table(f"{model} on {ds_name} (test at best dev epoch)", [(f"{model}|{variant}|{short_modalities(mods, ',')}", res)]))
@@ -234,25 +203,26 @@ def ablate(
     quiet: bool = QuietOpt,
 ) -> None:
     """Train every variant of a head over several seeds and print the paper-style ablation table."""
-    from erc.heads.report import ablation_table
-    from erc.heads.runs import resolve_config, resolve_head
-    from erc.heads.train import _progress
+    from erc.heads.registry import resolve_head
+    from erc.train.loop import TrainConfig
+    from erc.train.progress import progress_bar
+    from erc.train.report import ablation_table
+    from erc.train.sweep import run_sweep
 
     overrides = parse_assignments(set_)
-    name, cls = resolve_head(model)
-    names = [v.strip() for v in variants.split(",") if v.strip()] if variants else list(cls.variants)
-    for v in names:
-        resolve_config(name, cls, v, overrides)
+    head_cls = resolve_head(model, overrides=overrides).cls
+    names = [v.strip() for v in variants.split(",") if v.strip()] if variants else list(head_cls.variants)
+    specs = {v: resolve_head(model, v, overrides) for v in names}
+    cfg = TrainConfig.for_head(head_cls, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                               class_weights=class_weights, max_frames=max_frames, deterministic=deterministic,
+                               device=device, quiet=quiet, precision=precision, num_threads=threads)
     cache, ds_name, mods = resolve_data(dataset, features, modalities, encoders)
-    cfg = _train_cfg(cls, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, class_weights=class_weights,
-                     max_frames=max_frames, deterministic=deterministic, device=device, quiet=quiet,
-                     precision=precision, num_threads=threads)
     results = []
-    with _progress(quiet) as prog:
-        for v in names:
+    with progress_bar(quiet) as prog:
+        for v, spec in specs.items():
             run_dir = default_run_dir(ds_name, model, v, mods, overrides)
             run_dir = out / run_dir.name if out else run_dir
-            results.append((v, _run_config(cache, model, mods, overrides, v, cfg, run_dir, seeds, None, "dialogue", prog)))
+            results.append((v, run_sweep(cache, spec, mods, cfg, run_dir, seeds, progress=prog)))
     table = ablation_table({v: r.test_values() for v, r in results})
     console = Console()
     console.print(f"{model} on {ds_name}, modalities {','.join(mods)}, {seeds} seeds (test W-F1 at best dev epoch)")
@@ -263,7 +233,7 @@ def ablate(
 
 def report(directory: Path = typer.Argument(..., help="Folder holding run directories.")) -> None:
     """Write report.md / report.csv and per-run confusion.png / curves.png under DIRECTORY."""
-    from erc.heads.report import write_report
+    from erc.train.report import write_report
 
     if not directory.is_dir():
         raise UserError(f"{directory} is not a folder")
@@ -293,14 +263,16 @@ def predict(
     """Predict every utterance of a dataset with a trained head. With --root, the conversations are
     first extracted with the run's recorded encoder configs; otherwise an existing cache is read
     (refused when its encoders or dims differ from the run's)."""
+    from erc.apply import extract_for_run
     from erc.cli_extract import split_settings
-    from erc.heads.predict import extract_for_run, predict_cache
+    from erc.features.schema import default_cache_path
+    from erc.train.predict import predict_cache
 
     if root is not None:
         cache = features if features is not None else Path(run) / "predict" / f"{dataset}.h5"
         cache.parent.mkdir(parents=True, exist_ok=True)
         extract_for_run(run, dataset, root, split_settings(set_)["dataset"], cache, device)
     else:
-        cache = features if features is not None else Path("features") / f"{dataset}.h5"
+        cache = features if features is not None else default_cache_path(dataset)
     path = predict_cache(run, cache, out)
     Console().print(f"wrote {path}")

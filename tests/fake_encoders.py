@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from erc.errors import MediaError, MediaMissing
-from erc.extract.datasets.base import Corpus, Utterance
+from erc.corpus import Corpus, Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
 
 

@@ -8,7 +8,11 @@ import warnings
 import pytest
 import torch
 
-from erc.heads import cattention, cdropout, ckernels, cscan, csoftplus
+from erc.heads.cpu import attention as cattention
+from erc.heads.cpu import build as ckernels
+from erc.heads.cpu import dropout as cdropout
+from erc.heads.cpu import scan as cscan
+from erc.heads.cpu import softplus as csoftplus
 from erc.heads.dropout import FastDropout
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from erc.extract.datasets.base import Utterance
+from erc.corpus import Utterance
 from erc.extract.encoders import build_encoder
 from erc.heads.mamba import MambaBlock, mamba_ssm_available, torch_mixer_forward
 
@@ -59,11 +59,12 @@ def test_fp16_text_extraction_on_cuda_matches_fp32_on_cpu(monkeypatch: pytest.Mo
 
 
 def test_matav_trains_on_cuda_and_records_its_mamba_backend(tmp_path) -> None:
-    from erc.heads.train import TrainConfig, train_run
+    from erc.train.loop import TrainConfig
+    from tests.train_utils import fit
     from tests.synth_cache import write_synthetic_cache
 
     cache = write_synthetic_cache(tmp_path / "c.h5", n_dialogues=12, lengths=(3, 8), seed=3)
-    res = train_run(cache, "matav", ["t", "a", "v"], {"queue_size": "64"}, "full",
+    res = fit(cache, "matav", ["t", "a", "v"], {"queue_size": "64"}, "full",
                     TrainConfig(epochs=2, batch_size=4, device="cuda", quiet=True), tmp_path / "run")
     assert res.extra["mamba_backend"] == ["mamba-ssm" if mamba_ssm_available() else "torch"]
     assert np.isfinite(res.test["weighted_f1"])

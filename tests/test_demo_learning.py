@@ -10,8 +10,9 @@ from sklearn.metrics import f1_score
 from erc.extract.datasets import load_dataset
 from erc.extract.encoders import build_encoder
 from erc.extract.run import RunConfig, extract
-from erc.features.dialogues import DialogueData
-from erc.heads.train import TrainConfig, train_run
+from erc.train.dialogues import DialogueData
+from erc.train.loop import TrainConfig
+from tests.train_utils import fit
 
 SMALL = {
     "mlp": {"hidden": "64"},
@@ -44,6 +45,6 @@ def _majority_wf1(cache) -> float:
 @pytest.mark.parametrize("head", list(SMALL))
 def test_every_head_beats_the_majority_class_on_the_demo_corpus(head, demo_cache, tmp_path):
     cfg = TrainConfig(epochs=25, batch_size=4, lr=2e-3, patience=0, device="cpu", num_threads=1, quiet=True)
-    result = train_run(demo_cache, head, ["t", "a", "v"], SMALL[head], "full", cfg, tmp_path / head)
+    result = fit(demo_cache, head, ["t", "a", "v"], SMALL[head], "full", cfg, tmp_path / head)
     majority = _majority_wf1(demo_cache)
     assert result.test["weighted_f1"] > majority + 0.3, (result.test["weighted_f1"], majority)

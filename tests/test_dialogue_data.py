@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from erc.errors import UserError
-from erc.features.dialogues import DialogueData
-from erc.features.folds import FoldSpec
+from erc.train.dialogues import DialogueData
+from erc.train.folds import FoldSpec
 from tests.synth_cache import write_synthetic_cache
 
 LENGTHS = [3, 5, 2, 4, 6, 3, 4, 5, 2, 3]

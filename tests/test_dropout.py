@@ -1,12 +1,12 @@
 """CPU dropout: FastDropout's statistics, scaling, gradients and seeding on both of its paths (the
-C kernel of erc.heads.cdropout and the PyTorch mask), and the fused residual add."""
+C kernel of erc.heads.cpu.dropout and the PyTorch mask), and the fused residual add."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from erc.heads import cdropout
+from erc.heads.cpu import dropout as cdropout
 from erc.heads.dropout import FastDropout
 
 

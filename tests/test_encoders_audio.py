@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from erc.errors import MediaMissing, WeightsMissing
-from erc.extract.datasets.base import Utterance
+from erc.corpus import Utterance
 from erc.extract.encoders import build_encoder
 from erc.extract.encoders.audio import HFAudioEncoder, MelEncoder
 from tests.media_utils import tone, write_mp4, counter_frames, write_wav

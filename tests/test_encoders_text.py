@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from erc.errors import WeightsMissing
-from erc.extract.datasets.base import Utterance
+from erc.corpus import Utterance
 from erc.extract.encoders import build_encoder
 from erc.extract.encoders.text import HFTextEncoder, MiniLMEncoder
 

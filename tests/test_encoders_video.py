@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from erc.errors import MediaMissing, UserError, WeightsMissing
-from erc.extract.datasets.base import Utterance
+from erc.corpus import Utterance
 from erc.extract.encoders import build_encoder
 from erc.extract.encoders.faces import face_crops, face_descriptors
 from erc.extract.encoders.video import CNNVideoEncoder, FaceDescriptorEncoder, import_timm

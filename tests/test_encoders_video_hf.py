@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from erc.errors import UserError, WeightsMissing
-from erc.extract.datasets.base import Utterance
+from erc.corpus import Utterance
 from erc.extract.encoders import build_encoder
 from erc.extract.encoders.video_hf import HFVideoEncoder
 from tests.media_utils import face_frame, write_mp4

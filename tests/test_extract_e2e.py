@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from erc.features.reader import FeatureCache
-from erc.features.shards import parts_dir
+from erc.features.schema import parts_dir
 from erc.features.verify import verify_cache
 from tests.cli_utils import ROOT, run_erc
 from tests.fixtures_media import build_mini_iemocap, build_mini_meld

@@ -9,7 +9,8 @@ import pytest
 from erc.errors import UserError
 from erc.extract.run import RunConfig, dialogue_positions, extract, plan_batches
 from erc.features.reader import FeatureCache
-from erc.features.shards import ShardStore, parts_dir
+from erc.features.journal import ShardStore
+from erc.features.schema import parts_dir
 from erc.features.verify import verify_cache
 from tests.fake_encoders import FakeAudioEncoder, FakeConfig, fake_corpus
 
@@ -58,7 +59,7 @@ def test_resume_reuses_finished_batches_and_matches_a_full_run(tmp_path):
     enc = FakeAudioEncoder(FakeConfig())
     from erc.config import config_hash
     from erc.extract.run import _encode_batch, _prepare_batch
-    from erc.features.shards import BatchResult
+    from erc.features.journal import BatchResult
 
     plan = plan_batches(enc, corpus.utterances)
     store = ShardStore(part, "audio", "fake")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from erc.heads.train import TrainConfig, train_run
+from erc.train.loop import TrainConfig
+from tests.train_utils import fit
 from tests.synth_cache import write_synthetic_cache
 
 MODS = ["t", "a", "v"]
@@ -21,7 +22,7 @@ def _cfg(epochs: int = 20) -> TrainConfig:
 
 
 def _majority_accuracy(cache) -> float:
-    from erc.features.dialogues import DialogueData
+    from erc.train.dialogues import DialogueData
 
     d = DialogueData(cache, ["text"])
     train_major = int(np.argmax(d.label_counts("train").numpy()))
@@ -42,7 +43,7 @@ def context_cache(tmp_path_factory):
 
 @pytest.mark.parametrize("head", ["mlp", "gru"])
 def test_heads_beat_majority_on_feature_signal(head, signal_cache, tmp_path):
-    r = train_run(signal_cache, head, MODS, SMALL[head], "full", _cfg(15), tmp_path / head)
+    r = fit(signal_cache, head, MODS, SMALL[head], "full", _cfg(15), tmp_path / head)
     majority = _majority_accuracy(signal_cache)
     assert r.test["accuracy"] > majority + 0.4, (r.test["accuracy"], majority)
     assert r.test["weighted_f1"] > 0.7
@@ -51,7 +52,7 @@ def test_heads_beat_majority_on_feature_signal(head, signal_cache, tmp_path):
 @pytest.fixture(scope="module")
 def context_scores(context_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("ctxruns")
-    return {h: train_run(context_cache, h, MODS, SMALL[h], "full", _cfg(40), out / h).test["accuracy"] for h in ("mlp", "gru")}
+    return {h: fit(context_cache, h, MODS, SMALL[h], "full", _cfg(40), out / h).test["accuracy"] for h in ("mlp", "gru")}
 
 
 def test_context_only_labels_need_a_context_head(context_scores):
@@ -61,7 +62,7 @@ def test_context_only_labels_need_a_context_head(context_scores):
 
 def test_matav_mamba_uses_context(context_cache, tmp_path):
     pytest.importorskip("erc.heads.matav")
-    full = train_run(context_cache, "matav", MODS, SMALL["matav"], "full", _cfg(40), tmp_path / "full")
-    flat = train_run(context_cache, "matav", MODS, SMALL["matav"], "no-mamba", _cfg(40), tmp_path / "flat")
+    full = fit(context_cache, "matav", MODS, SMALL["matav"], "full", _cfg(40), tmp_path / "full")
+    flat = fit(context_cache, "matav", MODS, SMALL["matav"], "no-mamba", _cfg(40), tmp_path / "flat")
     assert full.extra["mamba_backend"] and full.extra["mamba_backend"] != ["none"]
     assert full.test["accuracy"] > flat.test["accuracy"] + 0.2, (full.test, flat.test)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from erc.heads.metrics import aggregate, classification_metrics, mean_std, summarise, weighted_f1
+from erc.train.metrics import aggregate, classification_metrics, mean_std, summarise, weighted_f1
 
 Y_TRUE = [0, 0, 1, 1, 2, 2, 2]
 Y_PRED = [0, 1, 1, 1, 2, 0, 2]

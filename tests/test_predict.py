@@ -7,7 +7,8 @@ import pandas as pd
 from erc.extract.datasets import load_dataset
 from erc.extract.encoders import build_encoder
 from erc.extract.run import RunConfig, extract
-from erc.heads.train import TrainConfig, train_run
+from erc.train.loop import TrainConfig
+from tests.train_utils import fit
 from tests.cli_utils import run_erc
 from tests.fixtures_media import build_mini_meld
 
@@ -18,7 +19,7 @@ def test_predict_extracts_new_conversations_with_the_runs_encoders(tmp_path):
     corpus = load_dataset("meld", root)
     extract(corpus, [build_encoder("audio", "mel", {"n_mels": "40"})], cache, RunConfig(device="cpu"), "test")
     cfg = TrainConfig(epochs=2, batch_size=2, patience=0, device="cpu", num_threads=1, quiet=True)
-    train_run(cache, "mlp", ["a"], {"hidden": "8"}, "full", cfg, tmp_path / "run")
+    fit(cache, "mlp", ["a"], {"hidden": "8"}, "full", cfg, tmp_path / "run")
     new_root = build_mini_meld(tmp_path / "b")
     res = run_erc("predict", "--run", str(tmp_path / "run"), "--dataset", "meld", "--root", str(new_root),
                   "--device", "cpu", cwd=tmp_path)

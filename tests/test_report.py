@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from erc.errors import UserError
-from erc.heads.report import ablation_table, write_report
-from erc.heads.train import TrainConfig, train_seeds
+from erc.train.report import ablation_table, write_report
+from erc.train.loop import TrainConfig
+from tests.train_utils import fit_seeds
 from tests.synth_cache import TinyHead, write_synthetic_cache
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -24,8 +25,8 @@ def cache(tmp_path_factory):
 
 
 def test_report_files(cache, tmp_path):
-    train_seeds(cache, TinyHead, ["t", "a"], {}, "full", FAST, tmp_path / "tiny-full", seeds=[0, 1])
-    train_seeds(cache, TinyHead, ["t", "a"], {}, "small", FAST, tmp_path / "tiny-small", seeds=[0])
+    fit_seeds(cache, TinyHead, ["t", "a"], {}, "full", FAST, tmp_path / "tiny-full", seeds=[0, 1])
+    fit_seeds(cache, TinyHead, ["t", "a"], {}, "small", FAST, tmp_path / "tiny-small", seeds=[0])
     df = write_report(tmp_path)
     assert (tmp_path / "report.md").exists() and (tmp_path / "report.csv").exists()
     csv = pd.read_csv(tmp_path / "report.csv")

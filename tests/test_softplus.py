@@ -1,11 +1,11 @@
-"""The C softplus (erc.heads.csoftplus) matches PyTorch's, its gradient too, in float32 out."""
+"""The C softplus (erc.heads.cpu.softplus) matches PyTorch's, its gradient too, in float32 out."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from erc.heads import csoftplus
+from erc.heads.cpu import softplus as csoftplus
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The C kernel for attention among a few tokens (erc.heads.cattention) computes what the fusion
+"""The C kernel for attention among a few tokens (erc.heads.cpu.attention) computes what the fusion
 layer's einsum attention computes, with the same attention-weight dropout for the same key."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from erc.heads import cattention, cdropout
+from erc.heads.cpu import attention as cattention
+from erc.heads.cpu import dropout as cdropout
 from erc.heads.blocks import FusionLayer
 
 

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from erc.errors import UserError
-from erc.features.dialogues import DialogueData
+from erc.train.dialogues import DialogueData
 from erc.features.reader import FeatureCache
-from erc.heads.metrics import classification_metrics
-from erc.heads.predict import predict_cache
-from erc.heads.runs import check_compatible, load_run
-from erc.heads.train import TrainConfig, cross_validate, predict, train_run, train_seeds
+from erc.train.metrics import classification_metrics
+from erc.train.predict import predict_cache
+from erc.train.runs import check_compatible, load_run
+from erc.train.loop import TrainConfig, predict
+from tests.train_utils import fit, fit_folds, fit_seeds
 from tests.synth_cache import TinyHead, write_synthetic_cache
 
 FAST = dict(epochs=8, batch_size=4, lr=3e-3, patience=0, device="cpu", num_threads=1, quiet=True)
@@ -31,7 +32,7 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    return train_run(cache, TinyHead, ["t", "a"], {"hidden": "8"}, "full", TrainConfig(**FAST), out)
+    return fit(cache, TinyHead, ["t", "a"], {"hidden": "8"}, "full", TrainConfig(**FAST), out)
 
 
 def test_run_writes_every_file(run):
@@ -71,7 +72,7 @@ def test_test_is_scored_at_the_best_dev_epoch(run, cache):
 
 def test_rerun_skips_and_changed_config_retrains(run, cache):
     stamp = (run.run_dir / "done").stat().st_mtime_ns
-    again = train_run(cache, TinyHead, ["text", "audio"], {"hidden": "8"}, "full", TrainConfig(**FAST), run.run_dir)
+    again = fit(cache, TinyHead, ["text", "audio"], {"hidden": "8"}, "full", TrainConfig(**FAST), run.run_dir)
     assert again.skipped and again.best_epoch == run.best_epoch
     assert (run.run_dir / "done").stat().st_mtime_ns == stamp
 
@@ -96,23 +97,23 @@ def test_predict_cache_writes_every_utterance(run, cache, tmp_path):
 
 
 def test_frames_head_and_user_errors(cache, tmp_path):
-    r = train_run(cache, TinyHead, ["t", "a"], {}, "frames", TrainConfig(**{**FAST, "epochs": 2}), tmp_path / "fr")
+    r = fit(cache, TinyHead, ["t", "a"], {}, "frames", TrainConfig(**{**FAST, "epochs": 2}), tmp_path / "fr")
     assert json.loads((r.run_dir / "config.json").read_text())["inputs"]["frame_dims"] == {"audio": 4}
     with pytest.raises(UserError, match="variant"):
-        train_run(cache, TinyHead, ["t"], {}, "nope", TrainConfig(**FAST), tmp_path / "x")
+        fit(cache, TinyHead, ["t"], {}, "nope", TrainConfig(**FAST), tmp_path / "x")
     with pytest.raises(UserError, match="unknown"):
-        train_run(cache, TinyHead, ["t"], {"depth": "3"}, "full", TrainConfig(**FAST), tmp_path / "x")
+        fit(cache, TinyHead, ["t"], {"depth": "3"}, "full", TrainConfig(**FAST), tmp_path / "x")
     with pytest.raises(UserError, match="unknown head"):
-        train_run(cache, "no-such-head", ["t"], {}, "full", TrainConfig(**FAST), tmp_path / "x")
+        fit(cache, "no-such-head", ["t"], {}, "full", TrainConfig(**FAST), tmp_path / "x")
 
 
 def test_seeds_and_folds(cache, tmp_path):
     cfg = TrainConfig(**{**FAST, "epochs": 2})
-    res = train_seeds(cache, "mlp", ["text"], {}, "full", cfg, tmp_path / "s", seeds=[0, 1])
+    res = fit_seeds(cache, "mlp", ["text"], {}, "full", cfg, tmp_path / "s", seeds=[0, 1])
     assert [p.name for p in sorted((tmp_path / "s").glob("seed*"))] == ["seed0", "seed1"]
     assert res.summary["test"]["weighted_f1"]["std"] >= 0 and len(res.test_values()) == 2
     assert (tmp_path / "s" / "summary.json").exists()
-    cv = cross_validate(cache, TinyHead, ["text"], {}, "full", cfg, tmp_path / "cv", folds=3)
+    cv = fit_folds(cache, TinyHead, ["text"], {}, "full", cfg, tmp_path / "cv", folds=3)
     assert len(cv.runs) == 3 and cv.summary["grouping"] == "dialogue"
     tested = set()
     for r in cv.runs:
@@ -122,18 +123,19 @@ def test_seeds_and_folds(cache, tmp_path):
 
 def test_deterministic_runs_repeat(cache, tmp_path):
     cfg = TrainConfig(**{**FAST, "epochs": 3, "deterministic": True})
-    a = train_run(cache, "gru", ["text"], {}, "full", cfg, tmp_path / "a")
-    b = train_run(cache, "gru", ["text"], {}, "full", cfg, tmp_path / "b")
+    a = fit(cache, "gru", ["text"], {}, "full", cfg, tmp_path / "a")
+    b = fit(cache, "gru", ["text"], {}, "full", cfg, tmp_path / "b")
     assert a.test["weighted_f1"] == b.test["weighted_f1"]
     assert not torch.are_deterministic_algorithms_enabled()
 
 
 def test_bf16_training_precision_runs_and_scores(tmp_path):
-    from erc.heads.train import TrainConfig, train_run
+    from erc.train.loop import TrainConfig
+    from tests.train_utils import fit
     from tests.synth_cache import write_synthetic_cache
 
     cache = write_synthetic_cache(tmp_path / "c.h5", n_dialogues=12, lengths=(3, 6), dims={"text": 8}, seed=1)
     cfg = TrainConfig(epochs=2, batch_size=4, lr=1e-3, patience=0, device="cpu", num_threads=1, quiet=True,
                       precision="bf16")
-    result = train_run(cache, "gru", ["t"], {"hidden": "8", "proj": "16"}, "full", cfg, tmp_path / "run")
+    result = fit(cache, "gru", ["t"], {"hidden": "8", "proj": "16"}, "full", cfg, tmp_path / "run")
     assert 0.0 <= result.test["weighted_f1"] <= 1.0

@@ -6,7 +6,7 @@ import datetime as _dt
 import importlib.metadata as md
 from typing import Any
 
-from erc.extract.datasets.base import Corpus
+from erc.corpus import Corpus
 from erc.extract.encoders.base import Encoder
 
 LIBRARIES = ("erc", "torch", "transformers", "torchvision", "timm", "av", "soundfile",

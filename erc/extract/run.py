@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from erc.config import config_hash
+from erc.corpus import Corpus, Utterance
 from erc.errors import MediaError, MediaMissing
-from erc.extract.datasets.base import Corpus, Utterance
 from erc.extract.encoders.base import Encoded, Encoder
 from erc.extract.provenance import group_attrs
-from erc.features.cache_guard import check_output, group_is_current
-from erc.features.shards import BatchResult, ShardStore, parts_dir
-from erc.features.writer import commit_group
+from erc.features.journal import BatchResult
+from erc.features.reader import FeatureCache
+from erc.features.schema import UTTERANCE_COLUMNS, UtteranceTable
+from erc.features.writer import CacheWriter
 
 
 @dataclass
@@ -71,6 +72,12 @@ def resolve_device(device: str) -> str:
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device must be auto, cpu or cuda; got {device!r}")
     return device
+
+
+def utterance_table(corpus: Corpus) -> UtteranceTable:
+    """The rows of the cache made from ``corpus`` (what the cache's ``/utterances`` holds)."""
+    return UtteranceTable(corpus.name, list(corpus.labels), corpus.manifest_hash(),
+                          {col: [getattr(u, col) for u in corpus.utterances] for col in UTTERANCE_COLUMNS})
 
 
 def plan_batches(encoder: Encoder, utterances: Sequence[Utterance]) -> list[list[int]]:
@@ -131,18 +138,18 @@ def _encode_batch(encoder: Encoder, items: list[Any], status: list[str]) -> list
     return out
 
 
-def extract_group(corpus: Corpus, encoder: Encoder, out: Path, cfg: RunConfig, command: str,
+def extract_group(corpus: Corpus, encoder: Encoder, writer: CacheWriter, cfg: RunConfig, command: str,
                   progress: ProgressFn | None = None) -> GroupSummary:
-    """Extract one encoder's features for every utterance of ``corpus`` into ``out``."""
+    """Extract one encoder's features for every utterance of ``corpus`` into the writer's cache."""
     t0 = time.perf_counter()
     summary = GroupSummary(encoder.modality, encoder.name, len(corpus.utterances))
     chash = config_hash({"encoder": encoder.config_dict(), "frame_dtype": cfg.frame_dtype})
-    if not cfg.force and group_is_current(out, encoder.modality, encoder.name, chash):
+    if not cfg.force and writer.is_current(encoder.modality, encoder.name, chash):
         summary.state = "up to date"
-        return _fill_counts(summary, out)
+        return _fill_counts(summary, writer.path)
     corpus_rows = dialogue_positions(corpus)
     plan = plan_batches(encoder, corpus.utterances)
-    store = ShardStore(out, encoder.modality, encoder.name)
+    store = writer.journal(encoder.modality, encoder.name)
     done = store.open(chash, plan)
     summary.resumed_batches = done
     finished = store.finished()
@@ -171,17 +178,13 @@ def extract_group(corpus: Corpus, encoder: Encoder, out: Path, cfg: RunConfig, c
                 store.write(b, BatchResult(rows, status, encoded))
                 if progress:
                     progress(desc, len(rows), len(corpus.utterances))
-    attrs = group_attrs(encoder, chash, corpus, command)
-    commit_group(out, corpus, encoder.modality, encoder.name, store.read_all(), attrs, cfg.frame_dtype)
-    store.remove()
+    writer.commit(encoder.modality, encoder.name, group_attrs(encoder, chash, corpus, command), cfg.frame_dtype)
     summary.state = "resumed" if done else "extracted"
     summary.seconds = time.perf_counter() - t0
-    return _fill_counts(summary, out)
+    return _fill_counts(summary, writer.path)
 
 
 def _fill_counts(summary: GroupSummary, out: Path) -> GroupSummary:
-    from erc.features.reader import FeatureCache
-
     with FeatureCache(out) as cache:
         ids = cache.utterances()["utterance_id"]
         for uid, st in zip(ids, cache.status(summary.modality, summary.encoder)):
@@ -200,14 +203,9 @@ def extract(corpus: Corpus, encoders: list[Encoder], out: Path, cfg: RunConfig, 
             progress: ProgressFn | None = None) -> list[GroupSummary]:
     """Extract every encoder in turn into ``out`` (each group committed as soon as it is done)."""
     cfg.device = resolve_device(cfg.device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    check_output(out, corpus, overwrite=cfg.overwrite)
+    writer = CacheWriter(out, utterance_table(corpus), overwrite=cfg.overwrite)
     for enc in encoders:
         enc.check()
-    summaries = [extract_group(corpus, enc, out, cfg, command, progress) for enc in encoders]
-    pdir = parts_dir(out)
-    if pdir.exists() and not any(p for p in pdir.iterdir() if p.name != "meta.json"):
-        for p in pdir.iterdir():
-            p.unlink()
-        pdir.rmdir()
+    summaries = [extract_group(corpus, enc, writer, cfg, command, progress) for enc in encoders]
+    writer.finish()
     return summaries

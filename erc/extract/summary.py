@@ -10,7 +10,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 from rich.table import Table
 
-from erc.extract.datasets.base import Corpus
+from erc.corpus import Corpus
 from erc.extract.encoders.base import Encoder
 from erc.extract.run import GroupSummary, RunConfig, extract
 

@@ -1,4 +1,5 @@
-"""The HDF5 layout of a feature cache.
+"""The cache contract: the HDF5 layout of a feature cache, where caches live, and the two records
+that cross into it from stage 1 (the utterance table and one utterance's features).
 
 ```
 /                                   attrs: schema_version, dataset, manifest_hash, labels (JSON list)
@@ -13,15 +14,61 @@
     attrs: encoder, modality, dim, frame_dim, config (JSON), config_hash, provenance (JSON),
            library_versions (JSON), command, manifest_hash, created
 ```
-Rows are in the corpus's utterance order (dialogues in order, turns in order).
+Rows are in the corpus's utterance order (dialogues in order, turns in order). An extraction in
+progress keeps its journal beside the cache, in ``<cache>.parts/`` (:mod:`erc.features.journal`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
 SCHEMA_VERSION = 1
 UTTERANCE_COLUMNS = ("utterance_id", "dialogue_id", "turn", "speaker", "label", "split", "text")
 STR_COLUMNS = ("utterance_id", "dialogue_id", "speaker", "label", "split", "text")
+CACHE_DIR = Path("features")
+
+
+def default_cache_path(dataset: str) -> Path:
+    """Where ``erc extract --dataset NAME`` writes and stage 2 reads by default: ``features/NAME.h5``."""
+    return CACHE_DIR / f"{dataset}.h5"
 
 
 def group_path(modality: str, encoder: str) -> str:
     return f"features/{modality}/{encoder}"
+
+
+def parts_dir(cache_path: Path) -> Path:
+    """The journal folder of an extraction in progress into ``cache_path``."""
+    return cache_path.with_name(cache_path.name + ".parts")
+
+
+@dataclass
+class Encoded:
+    """One utterance's features, as an encoder produces them and the cache stores them.
+
+    pooled: ``[D]`` one vector per utterance.
+    frames: ``[T, F]`` the sequence (tokens, audio frames, video frames) or None.
+    layers: ``[L, D]`` pooled vector of every hidden layer, or None.
+    """
+
+    pooled: np.ndarray
+    frames: np.ndarray | None = None
+    layers: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class UtteranceTable:
+    """The rows a cache is made for: the dataset's name, its class list (label-index order), the
+    hash that identifies the table, and the ``UTTERANCE_COLUMNS`` as lists of ``n`` values."""
+
+    dataset: str
+    labels: list[str]
+    manifest_hash: str
+    columns: dict[str, list[Any]]
+
+    def __len__(self) -> int:
+        return len(self.columns["utterance_id"])

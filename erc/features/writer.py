@@ -1,38 +1,120 @@
-"""Commit an encoder group into the cache file atomically.
+"""The one writer of a feature cache: :class:`CacheWriter` claims the file (and its journal) for an
+utterance table, journals finished batches per encoder group, and commits each group atomically.
 
-The new file is built beside the old one (``<cache>.tmp``): root attributes, the utterance table
-and every other group are copied over unchanged, the new group is assembled in row order from
-the shards, and the new file replaces the old with one ``os.replace``. A kill at any moment leaves
-either the old file or the new one, never a file that cannot be opened; the shards stay until the
-commit has landed, so re-running finishes the job.
+A commit builds the new file beside the old one (``<cache>.tmp``): root attributes, the utterance
+table and every other group are copied over unchanged, the new group is assembled in row order
+from the journal's shards, and the new file replaces the old with one ``os.replace``. A kill at
+any moment leaves either the old file or the new one, never a file that cannot be opened; the
+shards stay until the commit has landed, so re-running finishes the job.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from erc.extract.datasets.base import Corpus
-from erc.features.schema import SCHEMA_VERSION, UTTERANCE_COLUMNS, group_path
+from erc.errors import UserError
+from erc.features.atomic import write_atomic
+from erc.features.journal import ShardStore
+from erc.features.schema import SCHEMA_VERSION, UTTERANCE_COLUMNS, UtteranceTable, group_path, parts_dir
 
 STR = h5py.string_dtype("utf-8")
 
 
-def write_root(h5: h5py.File, corpus: Corpus) -> None:
-    """Root attributes and the ``/utterances`` table of ``corpus``."""
+class CacheWriter:
+    """Writes the groups of one cache file for one utterance table.
+
+    Creating it refuses an ``out`` (or an unfinished journal beside it) that holds another
+    dataset's cache, unless ``overwrite`` (which discards it), and records this table as the owner
+    of the journal.
+    """
+
+    def __init__(self, path: Path, table: UtteranceTable, overwrite: bool = False) -> None:
+        self.path, self.table = Path(path), table
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._claim(overwrite)
+
+    def _claim(self, overwrite: bool) -> None:
+        mine = self.table.manifest_hash
+        if self.path.exists():
+            dataset, mhash, n = _describe(self.path)
+            if mhash != mine:
+                if not overwrite:
+                    raise UserError(
+                        f"{self.path} holds a cache of dataset {dataset!r} ({n} utterances) that is not this "
+                        f"{self.table.dataset!r} corpus ({len(self.table)} utterances); "
+                        "pass another --out, or --overwrite to replace it")
+                self.path.unlink()
+        pdir = parts_dir(self.path)
+        meta = pdir / "meta.json"
+        if meta.exists():
+            try:
+                owner = json.loads(meta.read_text())
+            except (OSError, ValueError):
+                owner = {}
+            if owner.get("manifest_hash") != mine:
+                if not overwrite:
+                    raise UserError(
+                        f"{pdir} holds an unfinished extraction of dataset {owner.get('dataset')!r}, not of this "
+                        f"{self.table.dataset!r} corpus; pass another --out, or --overwrite to discard it")
+                shutil.rmtree(pdir)
+        if not meta.exists():
+            write_atomic(meta, json.dumps({"dataset": self.table.dataset, "manifest_hash": mine}))
+
+    def is_current(self, modality: str, encoder: str, chash: str) -> bool:
+        """True when the cache already holds this group extracted with the same config hash."""
+        if not self.path.exists():
+            return False
+        with h5py.File(self.path, "r") as h5:
+            path = group_path(modality, encoder)
+            return path in h5 and str(h5[path].attrs.get("config_hash", "")) == chash
+
+    def journal(self, modality: str, encoder: str) -> ShardStore:
+        """The shard journal of one group (open it with the group's config hash and batch plan)."""
+        return ShardStore(self.path, modality, encoder)
+
+    def commit(self, modality: str, encoder: str, attrs: dict[str, Any], frame_dtype: str = "float16") -> None:
+        """Write group ``features/<modality>/<encoder>`` from its journal (replacing any old group),
+        then drop the journal."""
+        store = self.journal(modality, encoder)
+        commit_group(self.path, self.table, modality, encoder, store.read_all(), attrs, frame_dtype)
+        store.remove()
+
+    def finish(self) -> None:
+        """Remove the journal folder once no group is pending in it."""
+        pdir = parts_dir(self.path)
+        if pdir.exists() and not any(p for p in pdir.iterdir() if p.name != "meta.json"):
+            shutil.rmtree(pdir)
+
+
+def _describe(path: Path) -> tuple[str, str, int]:
+    """(dataset, manifest_hash, n_utterances) of an existing cache; UserError if it is none."""
+    try:
+        with h5py.File(path, "r") as h5:
+            if "schema_version" not in h5.attrs or "utterances" not in h5:
+                raise UserError(f"{path} exists and is not an erc feature cache; choose another --out")
+            return (str(h5.attrs.get("dataset", "")), str(h5.attrs.get("manifest_hash", "")),
+                    int(h5["utterances/utterance_id"].shape[0]))
+    except OSError:
+        raise UserError(f"{path} exists and is not a readable HDF5 file; choose another --out") from None
+
+
+def write_root(h5: h5py.File, table: UtteranceTable) -> None:
+    """Root attributes and the ``/utterances`` table."""
     h5.attrs["schema_version"] = SCHEMA_VERSION
-    h5.attrs["dataset"] = corpus.name
-    h5.attrs["manifest_hash"] = corpus.manifest_hash()
-    h5.attrs["labels"] = json.dumps(corpus.labels)
-    h5.attrs["n_utterances"] = len(corpus.utterances)
+    h5.attrs["dataset"] = table.dataset
+    h5.attrs["manifest_hash"] = table.manifest_hash
+    h5.attrs["labels"] = json.dumps(table.labels)
+    h5.attrs["n_utterances"] = len(table)
     g = h5.create_group("utterances")
     for col in UTTERANCE_COLUMNS:
-        values = [getattr(u, col) for u in corpus.utterances]
+        values = table.columns[col]
         if col == "turn":
             g.create_dataset(col, data=np.asarray(values, dtype=np.int64))
         else:
@@ -90,11 +172,11 @@ def _write_frames(g: h5py.Group, shards: list[dict[str, np.ndarray]], offsets: n
     return frame_dim
 
 
-def commit_group(cache_path: Path, corpus: Corpus, modality: str, encoder: str,
+def commit_group(cache_path: Path, table: UtteranceTable, modality: str, encoder: str,
                  shards: list[dict[str, np.ndarray]], attrs: dict[str, Any],
                  frame_dtype: str = "float16") -> None:
     """Write group ``features/<modality>/<encoder>`` (replacing any old one) into ``cache_path``."""
-    n = len(corpus.utterances)
+    n = len(table)
     data = _assemble(shards, n)
     tmp = cache_path.with_name(cache_path.name + ".tmp")
     tmp.unlink(missing_ok=True)
@@ -112,7 +194,7 @@ def commit_group(cache_path: Path, corpus: Corpus, modality: str, encoder: str,
                             dst.require_group(f"features/{mod}")
                             src.copy(src[path], dst[f"features/{mod}"], name=enc)
         else:
-            write_root(dst, corpus)
+            write_root(dst, table)
         g = dst.create_group(target)
         g.create_dataset("pooled", data=data["pooled"])
         g.create_dataset("present", data=data["present"])

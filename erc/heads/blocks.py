@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from erc.heads import cattention
+from erc.heads.cpu import attention as cattention
 from erc.heads.dropout import FastDropout
 
 
@@ -61,7 +61,7 @@ def encoder_layer(dim: int, heads: int, dropout: float, ff_mult: int = 2) -> nn.
 class FusionLayer(nn.Module):
     """A lean pre-norm transformer layer for a few tokens: ``x [N, K, D]``, ``kpm [N, K]`` (True =
     masked key) -> ``[N, K, D]``. The attention among the K tokens runs in the C kernel of
-    :mod:`erc.heads.cattention` on CPU (PyTorch's batched products of K x K matrices cost more
+    :mod:`erc.heads.cpu.attention` on CPU (PyTorch's batched products of K x K matrices cost more
     than the linear layers), else with einsum."""
 
     def __init__(self, dim: int, heads: int, dropout: float, ff_mult: int = 2) -> None:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from erc.heads import cdropout
+from erc.heads.cpu import dropout as cdropout
 
 
 class FastDropout(nn.Dropout):
@@ -15,7 +15,7 @@ class FastDropout(nn.Dropout):
 
     On CPU the drop probability is p rounded to a multiple of 1/65536 (0.1 -> 0.100006) and kept
     elements are scaled by 1 / (1 - that probability). Float32 and bf16 tensors go through the C
-    kernel of :mod:`erc.heads.cdropout` (one pass, the mask recomputed in the backward: ~0.9 ms
+    kernel of :mod:`erc.heads.cpu.dropout` (one pass, the mask recomputed in the backward: ~0.9 ms
     instead of ~5 ms forward on ``[9500, 256]``); otherwise (other dtypes, ``ERC_C_DROPOUT=0``, no
     C compiler) the mask is drawn as 16-bit integers, four per 64-bit ``random_()`` word, a
     quarter of the random numbers of ``rand``. Other devices use ``F.dropout``.

@@ -4,7 +4,7 @@ Backend: the parameters always live in a transformers ``MambaMixer``. Without CU
 layers run :func:`packed_mixer_forward`: ``MambaMixer.slow_forward``'s computation (checked
 against it, outputs and gradients, in ``tests/test_mamba_scan.py``) on the real positions only,
 packed once per forward (:class:`PackedLayout`), with a packed causal conv and a selective scan
-whose backward is written by hand (:class:`_PackedScan`): the C kernel of :mod:`erc.heads.cscan`
+whose backward is written by hand (:class:`_PackedScan`): the C kernel of :mod:`erc.heads.cpu.scan`
 where it builds, else chunked PyTorch. When ``mamba_ssm`` is importable and the input is on CUDA,
 the same parameters are run through ``mamba_ssm.Mamba`` (its CUDA kernels): the two modules have
 identical parameter names and shapes, so a checkpoint trained with one backend loads into the
@@ -28,7 +28,8 @@ from transformers import MambaConfig
 from transformers.models.mamba.modeling_mamba import MambaMixer
 from transformers.utils import logging as hf_logging
 
-from erc.heads import cscan, csoftplus
+from erc.heads.cpu import scan as cscan
+from erc.heads.cpu import softplus as csoftplus
 from erc.heads.dropout import FastDropout
 
 
@@ -97,7 +98,7 @@ def _lengths(counts: torch.Tensor) -> torch.Tensor:
 
 
 def uses_c_scan(x: torch.Tensor) -> bool:
-    """Whether the scan for a tensor on ``x``'s device runs the C kernel (:mod:`erc.heads.cscan`):
+    """Whether the scan for a tensor on ``x``'s device runs the C kernel (:mod:`erc.heads.cpu.scan`):
     on CPU where the kernel builds (the scan itself always runs in float32 or float64)."""
     return x.device.type == "cpu" and cscan.available()
 
@@ -148,7 +149,7 @@ class _PackedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, dt, u, Bm, Cm, A, counts):  # noqa: ANN001, ANN205
         ctx.c_scan = uses_c_scan(dt)
-        if ctx.c_scan:  # the C kernel (erc.heads.cscan): same recurrence, states kept in registers
+        if ctx.c_scan:  # the C kernel (erc.heads.cpu.scan): same recurrence, states kept in registers
             counts_t = torch.tensor(counts, dtype=torch.long)
             ctx.index = (torch.cumsum(counts_t, 0) - counts_t, _lengths(counts_t))
             args = [t.contiguous() for t in (dt, u, Bm, Cm, A.to(dt.dtype))]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from erc.errors import UserError
-from erc.extract.datasets.base import Corpus, Utterance
+from erc.corpus import Corpus, Utterance
 
 __all__ = ["Corpus", "Utterance", "DATASETS", "DatasetEntry", "load_dataset"]
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from erc.config import apply_overrides
 from erc.errors import UserError
-from erc.extract.datasets.base import Corpus
+from erc.corpus import Corpus
 from erc.extract.datasets.meld import CLIP_DIRS, CSV_NAMES, load_meld
 from erc.extract.datasets.synth import draw_face, tone, write_mp4
 

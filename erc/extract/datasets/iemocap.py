@@ -14,7 +14,7 @@ from pathlib import Path
 
 from erc.config import apply_overrides
 from erc.errors import UserError
-from erc.extract.datasets.base import Corpus, Utterance
+from erc.corpus import Corpus, Utterance
 
 LABELS6 = ["happiness", "sadness", "neutral", "anger", "excited", "frustration"]
 LABELS4 = ["happiness", "sadness", "neutral", "anger"]

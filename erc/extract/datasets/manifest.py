@@ -15,7 +15,7 @@ from pathlib import Path
 
 from erc.config import apply_overrides
 from erc.errors import UserError
-from erc.extract.datasets.base import Corpus, Utterance
+from erc.corpus import Corpus, Utterance
 from erc.extract.datasets.iemocap import LABELS6 as IEMOCAP_LABELS
 from erc.extract.datasets.meld import MELD_LABELS
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from erc.config import apply_overrides
 from erc.errors import UserError
-from erc.extract.datasets.base import Corpus, Utterance
+from erc.corpus import Corpus, Utterance
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from erc.errors import MediaError, MediaMissing
-from erc.extract.datasets.base import Utterance
+from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
 from erc.extract.encoders.hf import (HFWeights, ResolvedWeights, autocast, masked_mean, parse_layers,
                                      select_layers)

@@ -16,23 +16,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
-import numpy as np
+from erc.corpus import Utterance
+from erc.features.schema import Encoded
 
-from erc.extract.datasets.base import Utterance
-
-
-@dataclass
-class Encoded:
-    """One utterance's features.
-
-    pooled: ``[D]`` one vector per utterance.
-    frames: ``[T, F]`` the sequence (tokens, audio frames, video frames) or None.
-    layers: ``[L, D]`` pooled vector of every hidden layer, or None.
-    """
-
-    pooled: np.ndarray
-    frames: np.ndarray | None = None
-    layers: np.ndarray | None = None
+__all__ = ["Encoded", "Encoder", "EncoderConfig"]
 
 
 @dataclass

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from erc.errors import MediaMissing
-from erc.extract.datasets.base import Utterance
+from erc.corpus import Utterance
 from erc.extract.media import load_video_frames
 
 _local = threading.local()

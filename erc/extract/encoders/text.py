@@ -14,7 +14,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
-from erc.extract.datasets.base import Utterance
+from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
 from erc.extract.encoders.hf import (HFWeights, ResolvedWeights, autocast, masked_mean, parse_layers,
                                      select_layers)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from erc.errors import UserError, WeightsMissing
-from erc.extract.datasets.base import Utterance
+from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
 from erc.extract.encoders.faces import descriptor_dim, face_crops, face_descriptors
 from erc.extract.encoders.hf import autocast

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from erc.errors import UserError
-from erc.extract.datasets.base import Utterance
+from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
 from erc.extract.encoders.faces import face_crops
 from erc.extract.encoders.hf import HFWeights, ResolvedWeights, autocast

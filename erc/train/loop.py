@@ -1,4 +1,4 @@
-"""Train one head on one cache: AdamW, model selection on dev weighted F1, test scored once.
+"""Train one head on one cache's dialogues: AdamW, model selection on dev weighted F1, test scored once.
 
 A run directory holds ``config.json``, ``provenance.json``, ``epochs.csv``, ``metrics.json``,
 ``predictions.csv``, ``best.pt`` and, written last, ``done``. A directory whose ``config.json``
@@ -13,23 +13,25 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from erc.config import config_hash
 from erc.errors import UserError
-from erc.features.dialogues import DialogueData, resolve_encoders
-from erc.features.folds import FoldSpec
+from erc.features.atomic import write_atomic
 from erc.features.reader import FeatureCache
 from erc.heads.base import Head
-from erc.heads.metrics import classification_metrics, weighted_f1
-from erc.heads.runs import (DONE, build, config_dict, is_done, mamba_backends, provenance, read_json,
-                            resolve_config, resolve_head, write_atomic, write_json)
+from erc.heads.registry import HeadSpec
+from erc.train.dialogues import DialogueData, resolve_encoders
+from erc.train.folds import FoldSpec
+from erc.train.metrics import classification_metrics, weighted_f1
+from erc.train.progress import progress_bar
+from erc.train.runs import DONE, config_dict, is_done, mamba_backends, read_json, write_json
 
 NOT_HASHED = ("device", "num_threads", "quiet", "eval_batch_size")
 
@@ -52,8 +54,20 @@ class TrainConfig:
     dev_fraction: float = 0.1  # share of train dialogues carved into dev when the cache has no dev
     max_frames: int | None = None  # truncate frame sequences to this many frames
     eval_batch_size: int = 64
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the training forward; evaluation stays fp32)
+    precision: Literal["fp32", "bf16"] = "fp32"  # autocast of the training forward; evaluation stays fp32
     quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise UserError(f"--precision must be fp32 or bf16; got {self.precision!r}")
+
+    @classmethod
+    def for_head(cls, head: type[Head], **given: Any) -> TrainConfig:
+        """Options the user gave (None = not given) > the head's ``train_defaults`` (its paper's) >
+        these defaults."""
+        known = {f for f in cls.__dataclass_fields__}
+        defaults = {k: v for k, v in (getattr(head, "train_defaults", None) or {}).items() if k in known}
+        return cls(**{**defaults, **{k: v for k, v in given.items() if v is not None}})
 
 
 @dataclass
@@ -138,7 +152,7 @@ def _score(data: DialogueData, rows: np.ndarray, probs: np.ndarray) -> dict[str,
     return classification_metrics(y[ok], probs[ok].argmax(1), data.labels)
 
 
-def _train_epoch(head: Head, data: DialogueData, opt: torch.optim.Optimizer, cfg: TrainConfig, device: torch.device,
+def train_epoch(head: Head, data: DialogueData, opt: torch.optim.Optimizer, cfg: TrainConfig, device: torch.device,
                  weight: torch.Tensor | None, gen: torch.Generator) -> dict[str, float]:
     head.train()
     ds = data.dataset("train")
@@ -166,33 +180,42 @@ def _train_epoch(head: Head, data: DialogueData, opt: torch.optim.Optimizer, cfg
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
-def _progress(quiet: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), disable=quiet, transient=False)
-
-
-def train_run(cache_path: str | Path, head_name: str | type[Head], modalities: Mapping[str, str | None] | Sequence[str],
-              head_overrides: dict[str, str] | None = None, variant: str = "full", train_cfg: TrainConfig | None = None,
-              out_dir: str | Path = "runs/run", folds: FoldSpec | None = None, progress: Progress | None = None) -> RunResult:
-    """Train ``head_name`` on the cache and write a run directory (see the module docstring).
+def load_data(cache: str | Path | FeatureCache, spec: HeadSpec, modalities: Mapping[str, str | None] | Sequence[str],
+              cfg: TrainConfig | None = None, folds: FoldSpec | None = None) -> DialogueData:
+    """Read what ``spec`` needs from a cache once: the chosen modalities' encoder groups, the frames the
+    head asks for (truncated to ``cfg.max_frames``), splits with a dev set (``cfg.dev_fraction`` of the
+    train dialogues when the cache has none) or the splits of fold ``folds``.
 
     modalities: modality -> encoder group (None = the cache's first), or a list of modalities.
-    Returns the dev-selected result; test is scored once, at the best-dev checkpoint.
+    """
+    cfg = cfg or TrainConfig()
+    own = not isinstance(cache, FeatureCache)
+    fc = FeatureCache(cache) if own else cache
+    try:
+        encoders = resolve_encoders(fc, modalities)
+        return DialogueData(fc, encoders, spec.frames_for(list(encoders)), cfg.max_frames, folds, cfg.dev_fraction)
+    finally:
+        if own:
+            fc.close()
+
+
+def train_run(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | None = None,
+              out_dir: str | Path = "runs/run", progress: Progress | None = None) -> RunResult:
+    """Train ``spec``'s head on ``data`` (from :func:`load_data`) and write a run directory (see the
+    module docstring). Returns the dev-selected result; test is scored once, at the best-dev
+    checkpoint. A finished run of the same configuration in ``out_dir`` is not trained again.
     """
     cfg = train_cfg or TrainConfig()
-    overrides = dict(head_overrides or {})
     out = Path(out_dir)
-    name, cls = resolve_head(head_name)
-    head_cfg = resolve_config(name, cls, variant, overrides)
-    with FeatureCache(cache_path) as fc:
-        encoders = resolve_encoders(fc, modalities)
-        frames = cls.frames_for(head_cfg, list(encoders))
-        data = DialogueData(fc, encoders, frames, cfg.max_frames, folds, cfg.dev_fraction)
-        prov = provenance(fc, encoders)
+    encoders = data.encoders
+    frames = spec.frames_for(list(encoders))
+    if list(data.frames) != frames:
+        raise ValueError(f"the data holds frames of {list(data.frames)}, {spec.name} needs {frames}: load it for this head")
+    prov = data.provenance()
     inputs = data.inputs()
     train_dict = {k: v for k, v in asdict(cfg).items() if k not in NOT_HASHED}
-    identity = {"head": name, "variant": variant, "head_config": config_dict(head_cfg), "train": train_dict,
-                "encoders": encoders, "frames": list(frames), "folds": asdict(folds) if folds else None,
+    identity = {"head": spec.name, "variant": spec.variant, "head_config": config_dict(spec.config), "train": train_dict,
+                "encoders": encoders, "frames": list(frames), "folds": asdict(data.folds) if data.folds else None,
                 "cache": {"manifest_hash": prov["cache_attrs"].get("manifest_hash"), "labels": data.labels,
                           "groups": {m: g["attrs"].get("config_hash") for m, g in prov["groups"].items()}}}
     chash = config_hash(identity)
@@ -200,15 +223,15 @@ def train_run(cache_path: str | Path, head_name: str | type[Head], modalities: M
         m = read_json(out / "metrics.json")
         return RunResult(out, chash, m["best_epoch"], m["dev"], m.get("test"), skipped=True)
     if len(data.dataset("train")) == 0 or len(data.utterances_in("dev")) == 0:
-        raise UserError(f"{cache_path} leaves no train or dev utterances for this run")
+        raise UserError(f"{data.cache_path} leaves no train or dev utterances for this run")
     (out / DONE).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
     device = pick_device(cfg.device)
     with _determinism(cfg.deterministic), _threads(cfg.num_threads):
         seed_everything(cfg.seed)
-        head = build(name, cls, inputs, variant, overrides).to(device)
-        config = {**identity, "head_config": config_dict(getattr(head, "config", head_cfg)), "overrides": overrides,
+        head = spec.build(inputs).to(device)
+        config = {**identity, "head_config": config_dict(getattr(head, "config", spec.config)), "overrides": spec.overrides,
                   "config_hash": chash, "inputs": asdict(inputs), "labels": data.labels, "modalities": list(encoders),
                   "run_dir": str(out), "device": str(device)}
         write_json(out / "config.json", config)
@@ -229,13 +252,13 @@ def _fit(head: Head, data: DialogueData, cfg: TrainConfig, device: torch.device,
     rows_log: list[dict[str, float]] = []
     best, best_epoch, best_state, stale = -1.0, 0, None, 0
     own = progress is None
-    prog = _progress(cfg.quiet) if own else progress
+    prog = progress_bar(cfg.quiet) if own else progress
     t_start = time.time()
     with prog if own else contextlib.nullcontext():
         task = prog.add_task(f"{config['head'].split(':')[-1]}/{config['variant']} seed {cfg.seed}", total=cfg.epochs, info="")
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.time()
-            log = _train_epoch(head, data, opt, cfg, device, weight, gen)
+            log = train_epoch(head, data, opt, cfg, device, weight, gen)
             rows, probs = predict(head, data, "dev", device, cfg.eval_batch_size)
             y = data.y.numpy()[rows]
             ok = y >= 0
@@ -254,9 +277,7 @@ def _fit(head: Head, data: DialogueData, cfg: TrainConfig, device: torch.device,
     pd.DataFrame(rows_log).to_csv(out / "epochs.csv", index=False)
     assert best_state is not None
     head.load_state_dict(best_state)
-    tmp = out / ".best.pt.tmp"
-    torch.save({"state_dict": best_state, "config": config}, tmp)
-    os.replace(tmp, out / "best.pt")
+    write_atomic(out / "best.pt", lambda f: torch.save({"state_dict": best_state, "config": config}, f))
 
     scored: dict[str, Any] = {}
     preds = []
@@ -284,6 +305,3 @@ def _prediction_frame(data: DialogueData, split: str, rows: np.ndarray, probs: n
     for i, name in enumerate(data.labels):
         df[f"p_{name}"] = np.round(probs[:, i], 6) if len(rows) else []
     return df
-
-
-from erc.heads.sweep import cross_validate, train_seeds  # noqa: E402,F401  (re-exported)

@@ -1,6 +1,6 @@
 """The selective scan's C kernel for CPU training (``kernels/selective_scan.c``): load, call.
 
-Built on first use by :mod:`erc.heads.ckernels` (system C compiler, cached under
+Built on first use by :mod:`erc.heads.cpu.build` (system C compiler, cached under
 ``~/.cache/erc``). No compiler, a failed build or ``ERC_C_SCAN=0``: :func:`available` is False and
 the Mamba runs its PyTorch scan (same results, slower); the first failure is reported once.
 
@@ -18,7 +18,7 @@ import ctypes
 
 import torch
 
-from erc.heads import ckernels
+from erc.heads.cpu import build as ckernels
 
 FLAGS = [*ckernels.BASE_FLAGS, "-ffast-math"]
 

@@ -8,9 +8,10 @@ is pure tensor indexing: no per-utterance Python loop.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -18,9 +19,9 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from erc.errors import UserError
-from erc.features.folds import FoldSpec, carve_dev, fold_splits
 from erc.features.reader import FeatureCache
 from erc.heads.base import DialogueBatch, HeadInputs
+from erc.train.folds import FoldSpec, carve_dev, fold_splits
 
 IGNORE = -100
 MODALITY_ALIASES = {"t": "text", "a": "audio", "v": "video"}
@@ -72,7 +73,8 @@ class DialogueData:
         modalities. ``t``/``a``/``v`` are accepted.
     frames: modalities whose frame sequences to load (a head's ``frames_for``).
     max_frames: keep at most the first ``max_frames`` frames of each utterance.
-    folds: replace the cache's splits by fold ``folds.fold`` of a k-fold CV.
+    folds: replace the cache's splits by fold ``folds.fold`` of a k-fold CV (:meth:`for_fold`
+        gives the other folds of the same data without reading the cache again).
     dev_fraction: when the cache has no dev split, that fraction of train dialogues becomes dev.
     """
 
@@ -97,6 +99,7 @@ class DialogueData:
     def _load(self, fc: FeatureCache, modalities, frames, max_frames, folds, dev_fraction) -> None:  # noqa: ANN001
         self.cache_path = fc.path
         self.cache_attrs = fc.attrs
+        self.folds = folds
         self.labels: list[str] = fc.labels
         self.encoders = resolve_encoders(fc, modalities)
         self.groups = {m: fc.group(m, e) for m, e in self.encoders.items()}
@@ -136,6 +139,20 @@ class DialogueData:
             if got is None:
                 raise UserError(f"this head needs {m} frames, but {m}/{self.encoders[m]} in {fc.path} kept none")
             self.frames[m] = _truncate(got[0], got[1], max_frames)
+
+    def for_fold(self, spec: FoldSpec) -> DialogueData:
+        """The same data (tensors shared, not copied) with the splits of fold ``spec``."""
+        view = copy.copy(self)
+        view.folds = spec
+        view.set_splits(fold_splits(self.dialogue_codes, spec))
+        return view
+
+    def provenance(self) -> dict[str, Any]:
+        """What a run records of its input: the cache's path and attributes, and per modality the
+        encoder group's name, dims, counts and attributes."""
+        groups = {m: {"encoder": self.encoders[m], "dim": g.dim, "frame_dim": g.frame_dim, "n": g.n,
+                      "n_present": g.n_present, "attrs": g.attrs} for m, g in self.groups.items()}
+        return {"cache": str(self.cache_path), "cache_attrs": self.cache_attrs, "groups": groups}
 
     def set_splits(self, splits: np.ndarray) -> None:
         """Replace the per-utterance split names (``[N]`` str)."""

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from erc.config import config_hash  # noqa: E402
-from erc.heads.metrics import mean_std, summarise  # noqa: E402
+from erc.train.metrics import mean_std, summarise  # noqa: E402
 
 
 def find_runs(root: str | Path) -> list[Path]:

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from erc.features.dialogues import DialogueData
 from erc.features.reader import FeatureCache
-from erc.heads.runs import check_compatible, load_run
+from erc.train.dialogues import DialogueData
+from erc.train.runs import check_compatible, load_run
 
 
 @torch.no_grad()
@@ -45,22 +45,3 @@ def predict_cache(run_dir: str | Path, cache_path: str | Path, out: str | Path |
     path = Path(out) if out else Path(run_dir) / f"predictions-{name}.csv"
     df.to_csv(path, index=False)
     return path
-
-
-def extract_for_run(run_dir: str | Path, dataset: str, root: str | None, options: dict[str, str],
-                    cache_path: str | Path, device: str = "auto") -> Path:
-    """Extract a dataset's conversations with the encoders (same classes and configs) recorded in
-    the run's provenance, into ``cache_path``. The corpus takes the run's label list, so labels the
-    run does not know (or empty ones, for unlabelled conversations) are simply not scored."""
-    from erc.extract.datasets import load_dataset
-    from erc.extract.encoders import encoder_from_attrs
-    from erc.extract.run import RunConfig, extract
-    from erc.heads.runs import read_json
-
-    run = load_run(run_dir)
-    groups = read_json(Path(run_dir) / "provenance.json").get("groups", {})
-    encoders = [encoder_from_attrs(modality, groups.get(modality, {}).get("attrs", {})) for modality in run.encoders]
-    corpus = load_dataset(dataset, root, options)
-    corpus.labels = list(run.labels)
-    extract(corpus, encoders, Path(cache_path), RunConfig(device=device), f"erc predict --run {run_dir}")
-    return Path(cache_path)

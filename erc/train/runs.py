@@ -1,67 +1,24 @@
-"""Run directories: head resolution, atomic files, the ``done`` marker, and reloading a trained
-head with a check that a cache matches the encoders and dims it was trained on."""
+"""Run directories: their JSON files, the ``done`` marker, and reloading a trained head with a
+check that a cache matches the encoders and dims it was trained on."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from erc.config import apply_overrides, to_dict
+from erc.config import to_dict
 from erc.errors import UserError
+from erc.features.atomic import write_atomic
 from erc.features.reader import FeatureCache
 from erc.heads.base import Head, HeadInputs
+from erc.heads.registry import resolve_head
 
 DONE = "done"
-
-
-# ---- heads ------------------------------------------------------------------------------------
-def resolve_head(head: str | type[Head]) -> tuple[str, type[Head]]:
-    """``(name, class)`` of a registry name, or of a Head class (named ``module:qualname``)."""
-    if not isinstance(head, str):
-        return f"{head.__module__}:{head.__qualname__}", head
-    if ":" in head:
-        module, _, qual = head.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in qual.split("."):
-            obj = getattr(obj, part)
-        return head, obj
-    try:
-        from erc.heads import get_head
-    except ImportError as e:  # pragma: no cover - registry not written yet
-        raise UserError(f"the heads registry is unavailable ({e})") from None
-    try:
-        return head, get_head(head)
-    except KeyError:
-        raise UserError(f"unknown head {head!r}") from None
-
-
-def resolve_config(name: str, cls: type[Head], variant: str, overrides: dict[str, str]) -> Any:
-    """The head's config: defaults, then the variant's switches, then ``--set`` overrides."""
-    if ":" not in name:
-        from erc.heads import head_config
-
-        return head_config(name, overrides, variant)
-    if variant not in cls.variants:
-        raise UserError(f"head {name!r} has no variant {variant!r} (variants: {', '.join(cls.variants)})")
-    cfg = dataclasses.replace(cls.Config(), **cls.variants[variant])
-    return apply_overrides(cfg, overrides, what=f"{name} config")
-
-
-def build(name: str, cls: type[Head], inputs: HeadInputs, variant: str, overrides: dict[str, str]) -> Head:
-    """Instantiate a head (registry heads through ``erc.heads.build_head``)."""
-    if ":" not in name:
-        from erc.heads import build_head
-
-        return build_head(name, inputs, overrides, variant)
-    return cls(resolve_config(name, cls, variant, overrides), inputs)
 
 
 def mamba_backends(module: torch.nn.Module) -> list[str]:
@@ -71,15 +28,6 @@ def mamba_backends(module: torch.nn.Module) -> list[str]:
 
 
 # ---- files ------------------------------------------------------------------------------------
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
@@ -99,13 +47,8 @@ def is_done(run_dir: Path, config_hash: str) -> bool:
         return False
 
 
-def provenance(fc: FeatureCache, encoders: dict[str, str]) -> dict[str, Any]:
-    """Cache attrs + each used group's attrs and dims."""
-    groups = {}
-    for m, e in encoders.items():
-        g = fc.group(m, e)
-        groups[m] = {"encoder": e, "dim": g.dim, "frame_dim": g.frame_dim, "n": g.n, "n_present": g.n_present, "attrs": g.attrs}
-    return {"cache": str(fc.path), "cache_attrs": fc.attrs, "groups": groups}
+def config_dict(cfg: Any) -> dict[str, Any]:
+    return to_dict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
 
 
 # ---- reloading ----------------------------------------------------------------------------------
@@ -131,8 +74,7 @@ def load_run(run_dir: str | Path, map_location: str = "cpu") -> LoadedRun:
     prov = read_json(run_dir / "provenance.json") if (run_dir / "provenance.json").exists() else {}
     state = torch.load(ckpt, map_location=map_location, weights_only=True)
     inputs = HeadInputs(**config["inputs"])
-    name, cls = resolve_head(config["head"])
-    head = build(name, cls, inputs, config["variant"], config.get("overrides", {}))
+    head = resolve_head(config["head"], config["variant"], config.get("overrides", {})).build(inputs)
     head.load_state_dict(state["state_dict"])
     head.eval()
     return LoadedRun(head, config, prov, list(config["labels"]), dict(config["encoders"]), inputs)
@@ -158,7 +100,3 @@ def check_compatible(run: LoadedRun, fc: FeatureCache) -> None:
         have_hash = g.attrs.get("config_hash")
         if trained and have_hash and trained != have_hash:
             raise UserError(f"{fc.path} has {m}/{enc} extracted with another encoder config ({have_hash}; run used {trained})")
-
-
-def config_dict(cfg: Any) -> dict[str, Any]:
-    return to_dict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)

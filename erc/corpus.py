@@ -1,11 +1,12 @@
-"""The data model shared by every dataset adapter: utterances in dialogue order."""
+"""What dataset adapters produce: utterances (``Utterance``) in dialogue order, and the corpus
+(``Corpus``) that holds them with its class list. Nothing here reads files or imports the rest of erc."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
 SPLITS = ("train", "dev", "test")
 
@@ -75,10 +76,3 @@ class Corpus:
             h.update(b"\n")
         h.update(json.dumps(self.labels).encode())
         return h.hexdigest()[:16]
-
-
-def utterance_dicts(utterances: list[Utterance]) -> list[dict[str, object]]:
-    return [asdict(u) for u in utterances]
-
-
-Loader = Callable[..., Corpus]

@@ -5,7 +5,7 @@
 Mamba's time steps, which its scan takes in float32, so the bf16 -> float32 cast is folded in.
 
 Why: PyTorch's CPU softplus evaluates ``log1p`` one element at a time, ~9 ms forward for one
-layer's ``[3167, 512]`` time steps (the backward is 0.4 ms). Built by :mod:`erc.heads.ckernels`;
+layer's ``[3167, 512]`` time steps (the backward is 0.4 ms). Built by :mod:`erc.heads.cpu.build`;
 ``ERC_C_SOFTPLUS=0`` (or no C compiler) keeps ``torch.nn.functional.softplus``.
 """
 
@@ -15,7 +15,7 @@ import ctypes
 
 import torch
 
-from erc.heads import ckernels
+from erc.heads.cpu import build as ckernels
 
 FLAGS = [*ckernels.BASE_FLAGS, "-ffast-math"]
 _NAMES = ckernels.DTYPE_NAMES

@@ -3,13 +3,13 @@
 :func:`token_attention` ``(qkv [N, K, 3 * D], kpm [N, K], heads, p)`` -> ``[N, K, D]`` is the
 multi-head attention of :class:`erc.heads.blocks.FusionLayer` (K modality tokens per utterance,
 keys masked where ``kpm`` is True, dropout p on the attention weights), as an autograd function.
-The attention-weight dropout uses the counter-based mask of :mod:`erc.heads.cdropout` over the
+The attention-weight dropout uses the counter-based mask of :mod:`erc.heads.cpu.dropout` over the
 flat index of the ``[N, H, K, K]`` weights, so with the same key it equals ``dropout(softmax)``.
 
 Why: PyTorch runs this as batched matrix products of 3 x 64 by 64 x 3 matrices, ~12,700 of them
 per fusion layer on a 64-dialogue IEMOCAP batch, which cost 17-20 ms (bf16) and ~82 ms (float32)
 per layer forward + backward on this CPU for ~15 MFLOP of work. Built by
-:mod:`erc.heads.ckernels`; ``ERC_C_ATTENTION=0`` (or no C compiler) keeps the PyTorch path.
+:mod:`erc.heads.cpu.build`; ``ERC_C_ATTENTION=0`` (or no C compiler) keeps the PyTorch path.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import ctypes
 
 import torch
 
-from erc.heads import cdropout, ckernels
+from erc.heads.cpu import build as ckernels
+from erc.heads.cpu import dropout as cdropout
 
 FLAGS = list(ckernels.BASE_FLAGS)  # no -ffast-math: masked keys are -inf before the softmax
 MAX_TOKENS = 8  # as in the kernel

@@ -12,7 +12,7 @@ compare, the scaled mask, the multiply, and the multiply of the backward), and t
 that follows mixes float32 with bf16; MaTAV runs ~20 of them per step on ``[N, 3, 256]``
 tensors. One thread: on this 2-core machine a second (Python) thread for the kernel competes
 with PyTorch's OpenMP workers and made whole training steps slower. Built by
-:mod:`erc.heads.ckernels`; ``ERC_C_DROPOUT=0`` (or no C compiler) falls back
+:mod:`erc.heads.cpu.build`; ``ERC_C_DROPOUT=0`` (or no C compiler) falls back
 to :class:`erc.heads.dropout.FastDropout`'s PyTorch mask.
 """
 
@@ -22,7 +22,7 @@ import ctypes
 
 import torch
 
-from erc.heads import ckernels
+from erc.heads.cpu import build as ckernels
 
 FLAGS = list(ckernels.BASE_FLAGS)  # no -ffast-math: a dropped NaN must stay NaN (x * 0)
 _NAMES = ckernels.DTYPE_NAMES

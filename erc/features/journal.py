@@ -1,4 +1,4 @@
-"""Crash-safe journal of an extraction in progress: one ``.npz`` shard per finished batch.
+"""The journal of an extraction in progress: one ``.npz`` shard per finished batch, crash-safe.
 
 ``<cache>.parts/<modality>__<encoder>/`` holds ``plan.json`` (the config hash and the batch plan)
 and ``b<k>.npz`` for every finished batch ``k``. A shard is written to a temporary name and
@@ -9,19 +9,14 @@ and never leaves a half-written shard that looks complete.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from erc.extract.encoders.base import Encoded
-
-
-def parts_dir(cache_path: Path) -> Path:
-    return cache_path.with_name(cache_path.name + ".parts")
+from erc.features.atomic import write_atomic
+from erc.features.schema import Encoded, parts_dir
 
 
 @dataclass
@@ -32,15 +27,6 @@ class BatchResult:
     rows: list[int]
     status: list[str]
     encoded: list[Encoded | None]
-
-
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class ShardStore:
@@ -63,7 +49,7 @@ class ShardStore:
                 shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         if not plan_file.exists():
-            _atomic_write_bytes(plan_file, lambda f: f.write(json.dumps(meta).encode()))
+            write_atomic(plan_file, json.dumps(meta))
         for stale in self.dir.glob("*.tmp*"):
             stale.unlink(missing_ok=True)
         return len(self.finished())
@@ -88,7 +74,7 @@ class ShardStore:
                 arrays["frames"] = np.concatenate([e.frames for e in ok])  # type: ignore[misc]
             if ok[0].layers is not None:
                 arrays["layers"] = np.stack([e.layers for e in ok]).astype(np.float32)  # type: ignore[misc]
-        _atomic_write_bytes(self.shard_path(batch), lambda f: np.savez(f, **arrays))
+        write_atomic(self.shard_path(batch), lambda f: np.savez(f, **arrays))
 
     def read_all(self) -> list[dict[str, np.ndarray]]:
         """Every finished shard's arrays, in batch order."""

@@ -1,0 +1,1 @@
+"""Optional C kernels for CPU training and their builder."""

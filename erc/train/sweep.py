@@ -1,0 +1,106 @@
+"""Several runs of one configuration: seeds (``seed<k>/``) and k-fold CV (``fold<k>/``), over data
+read from the cache once, aggregated as mean ± std into ``summary.json``. Finished runs are
+skipped, so sweeps resume."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from rich.progress import Progress
+
+from erc.errors import UserError
+from erc.heads.registry import HeadSpec
+from erc.train.dialogues import DialogueData
+from erc.train.folds import LEAK_WARNING, FoldSpec, Grouping
+from erc.train.loop import RunResult, TrainConfig, load_data, train_run
+from erc.train.metrics import aggregate
+from erc.train.progress import progress_bar
+from erc.train.runs import write_json
+
+
+@dataclass
+class SweepResult:
+    """Runs of one configuration and their aggregate (``{"test": ..., "dev": ...}`` of
+    :func:`erc.train.metrics.aggregate`)."""
+
+    out_dir: Path
+    runs: list[RunResult]
+    summary: dict[str, Any]
+
+    def test_values(self, key: str = "weighted_f1") -> list[float]:
+        return [r.test[key] for r in self.runs if r.test]
+
+
+def summarise_runs(out_dir: Path, runs: list[RunResult], extra: dict[str, Any]) -> SweepResult:
+    """Aggregate ``runs`` and write ``out_dir/summary.json`` (``extra`` says what kind of sweep)."""
+    summary = {**extra, "runs": [str(r.run_dir) for r in runs], "best_epochs": [r.best_epoch for r in runs],
+               "test": aggregate([r.test for r in runs if r.test]), "dev": aggregate([r.dev for r in runs if r.dev])}
+    write_json(out_dir / "summary.json", summary)
+    return SweepResult(out_dir, runs, summary)
+
+
+def _bar(progress: Progress | None, cfg: TrainConfig) -> tuple[Progress, contextlib.AbstractContextManager]:
+    """The progress display to use, and the context that shows it (a fresh one when none is given)."""
+    if progress is not None:
+        return progress, contextlib.nullcontext()
+    bar = progress_bar(cfg.quiet)
+    return bar, bar
+
+
+def train_seeds(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | None = None,
+                out_dir: str | Path = "runs/run", seeds: Sequence[int] = (0, 1, 2, 3, 4),
+                progress: Progress | None = None) -> SweepResult:
+    """One run per seed under ``out_dir/seed<k>/`` (the dev set does not depend on the seed)."""
+    base = train_cfg or TrainConfig()
+    out = Path(out_dir)
+    prog, shown = _bar(progress, base)
+    with shown:
+        runs = [train_run(data, spec, dataclasses.replace(base, seed=int(s)), out / f"seed{s}", prog) for s in seeds]
+    return summarise_runs(out, runs, {"kind": "seeds", "seeds": list(seeds), "variant": spec.variant})
+
+
+def cross_validate(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | None = None,
+                   out_dir: str | Path = "runs/run", folds: int = 10, grouping: Grouping = "dialogue",
+                   fold_seed: int = 0, progress: Progress | None = None) -> SweepResult:
+    """K-fold CV under ``out_dir/fold<k>/``: fold k is test, fold k+1 dev, the rest train.
+
+    ``grouping="utterance"`` is DeepMSI-MER's pooled protocol (leaks context; see
+    :mod:`erc.train.folds`); the summary records the grouping and the warning.
+    """
+    base = train_cfg or TrainConfig()
+    out = Path(out_dir)
+    prog, shown = _bar(progress, base)
+    with shown:
+        runs = [train_run(data.for_fold(FoldSpec(folds, k, grouping, fold_seed)), spec, base, out / f"fold{k}", prog)
+                for k in range(folds)]
+    extra = {"kind": "folds", "folds": folds, "grouping": grouping, "fold_seed": fold_seed, "seed": base.seed,
+             "variant": spec.variant}
+    if grouping == "utterance":
+        extra["warning"] = LEAK_WARNING
+    return summarise_runs(out, runs, extra)
+
+
+def run_sweep(cache: str | Path, spec: HeadSpec, modalities: Mapping[str, str | None] | Sequence[str],
+              train_cfg: TrainConfig, out_dir: str | Path, seeds: int, folds: int | None = None,
+              grouping: Grouping = "dialogue", progress: Progress | None = None) -> SweepResult:
+    """``seeds`` seeds of one configuration, on the cache's splits or (``folds``) on k-fold CV per
+    seed (``seed<s>/fold<k>/``). The cache is read once for all of them."""
+    if seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    out = Path(out_dir)
+    if folds is None:
+        data = load_data(cache, spec, modalities, train_cfg)
+        return train_seeds(data, spec, train_cfg, out, list(range(seeds)), progress=progress)
+    if grouping not in ("dialogue", "utterance"):
+        raise UserError(f"--fold-grouping must be dialogue or utterance; got {grouping!r}")
+    data = load_data(cache, spec, modalities, train_cfg, folds=FoldSpec(folds, 0, grouping))
+    runs: list[RunResult] = []
+    for s in range(seeds):
+        sub = cross_validate(data, spec, dataclasses.replace(train_cfg, seed=s), out / f"seed{s}", folds, grouping,
+                             progress=progress)
+        runs.extend(sub.runs)
+    return summarise_runs(out, runs, {"kind": "seeds x folds", "seeds": seeds, "folds": folds, "grouping": grouping})
