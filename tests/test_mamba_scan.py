@@ -10,16 +10,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from erc.heads.mamba import (DialogueMamba, MambaBlock, PackedLayout, _PackedCausalConv, _PackedScan, pack_index,
-                             torch_mixer_forward)
+from erc.heads import cpu
+from erc.heads.mamba import DialogueMamba, MambaBlock, PackedLayout, _PackedCausalConv, pack_index, torch_mixer_forward
+from erc.heads.scan import TorchScan
 
 
 @pytest.fixture(params=[1 << 20, 40], ids=["one-chunk", "many-chunks"])
 def chunk(request, monkeypatch):
     """Run each test on the PyTorch scan (the C kernel off) in one chunk and split into many
     (checkpointed) chunks."""
-    monkeypatch.setenv("ERC_C_SCAN", "0")
-    monkeypatch.setattr(_PackedScan, "CHUNK", request.param)
+    monkeypatch.setenv("ERC_CPU_KERNELS", "0")
+    monkeypatch.setattr(TorchScan, "CHUNK", request.param)
     return request.param
 
 
@@ -80,7 +81,7 @@ def test_packed_scan_gradcheck(chunk):
     Bm = torch.randn(P, N, dtype=torch.float64, requires_grad=True)
     Cm = torch.randn(P, N, dtype=torch.float64, requires_grad=True)
     A = (-torch.rand(E, N, dtype=torch.float64) - 0.1).requires_grad_()
-    assert torch.autograd.gradcheck(lambda *t: _PackedScan.apply(*t, counts), (dt, u, Bm, Cm, A))
+    assert torch.autograd.gradcheck(lambda *t: TorchScan.apply(*t, counts), (dt, u, Bm, Cm, A))
 
 
 def _block_reference(block: MambaBlock, x: torch.Tensor) -> torch.Tensor:
@@ -157,7 +158,7 @@ def c_scan(monkeypatch):
     """The C kernel (erc.heads.cpu.scan) on; the test is skipped where it cannot be built."""
     from erc.heads.cpu import scan as cscan
 
-    monkeypatch.setenv("ERC_C_SCAN", "1")
+    monkeypatch.setenv("ERC_CPU_KERNELS", "scan")
     if not cscan.available():
         pytest.skip("no C compiler: the C selective scan is unavailable")
 
@@ -178,10 +179,12 @@ def _scan_inputs(dtype, seed=0):
 def test_c_scan_matches_the_pytorch_scan(c_scan, dtype, monkeypatch):
     layout, args = _scan_inputs(dtype)
     gy = torch.randn(layout.P, args[0].shape[1], dtype=dtype)
-    y_c = _PackedScan.apply(*args, layout.counts)
+    assert cpu.scan_backend(args[0]) == "torch+c-scan"
+    y_c = cpu.selective_scan(*args, layout.counts)
     g_c = torch.autograd.grad(y_c, args, gy)
-    monkeypatch.setenv("ERC_C_SCAN", "0")
-    y_t = _PackedScan.apply(*args, layout.counts)
+    monkeypatch.setenv("ERC_CPU_KERNELS", "0")
+    assert cpu.scan_backend(args[0]) == "torch"
+    y_t = cpu.selective_scan(*args, layout.counts)
     g_t = torch.autograd.grad(y_t, args, gy)
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(y_c, y_t, **tol)
@@ -194,7 +197,7 @@ def test_c_scan_gradcheck_with_threads(c_scan):
     before = torch.get_num_threads()
     torch.set_num_threads(2)  # two ranges of sequences on two threads, their g_A summed
     try:
-        assert torch.autograd.gradcheck(lambda *t: _PackedScan.apply(*t, layout.counts), args)
+        assert torch.autograd.gradcheck(lambda *t: cpu.selective_scan(*t, layout.counts), args)
     finally:
         torch.set_num_threads(before)
 
@@ -221,10 +224,10 @@ def test_c_scan_runs_in_a_forked_child_after_the_parent_used_its_threads(c_scan)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        y = _PackedScan.apply(*args, layout.counts).detach()  # the parent's thread pool now exists
+        y = cpu.selective_scan(*args, layout.counts).detach()  # the parent's thread pool now exists
         pid = os.fork()
         if pid == 0:  # the child: same call, then report through the exit code
-            ok = torch.equal(_PackedScan.apply(*args, layout.counts).detach(), y)
+            ok = torch.equal(cpu.selective_scan(*args, layout.counts).detach(), y)
             os._exit(0 if ok else 1)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -5,31 +5,54 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from erc.heads.cpu import attention as cattention
-from erc.heads.cpu import dropout as cdropout
 from erc.heads.blocks import FusionLayer
+from erc.heads.cpu import attention as cattention
+from erc.heads.dropout import keep_cut
 
 
 @pytest.fixture
 def kernel(monkeypatch):
-    monkeypatch.setenv("ERC_C_ATTENTION", "1")
-    monkeypatch.setenv("ERC_C_DROPOUT", "1")
-    if not (cattention._lib() is not None and cdropout.available()):
+    monkeypatch.setenv("ERC_CPU_KERNELS", "attention")
+    if cattention._lib() is None:
         pytest.skip("no C compiler: the C kernels are unavailable")
 
 
+def _mix32(x: np.ndarray) -> np.ndarray:
+    m = np.uint64(0xFFFFFFFF)
+    x = x ^ (x >> np.uint64(16))
+    x = (x * np.uint64(0x7FEB352D)) & m
+    x = x ^ (x >> np.uint64(15))
+    x = (x * np.uint64(0x846CA68B)) & m
+    return x ^ (x >> np.uint64(16))
+
+
+def _hash_mask(n: int, key: int, p: float) -> torch.Tensor:
+    """erc_common.h's counter-based dropout mask of ``n`` elements for ``key``, written again in NumPy:
+    element i keeps (scaled) when 16 bits of hash(key, i // 2) are >= cut."""
+    m = np.uint64(0xFFFFFFFF)
+    cut, scale = keep_cut(p)
+    i = np.arange(n, dtype=np.uint64)
+    c = i >> np.uint64(1)
+    seed = np.uint64(key)
+    inner = _mix32((c & m) ^ (seed & m))
+    h = _mix32((inner + (seed >> np.uint64(32)) + ((c >> np.uint64(32)) * np.uint64(0x9E3779B9))) & m)
+    v = np.where(i & np.uint64(1), h >> np.uint64(16), h & np.uint64(0xFFFF))
+    return torch.from_numpy(np.where(v >= cut, scale, 0.0).astype(np.float32))
+
+
 def _reference(qkv: torch.Tensor, kpm: torch.Tensor, heads: int, p: float, key: int) -> torch.Tensor:
-    """FusionLayer's PyTorch attention, the weights dropped with the C dropout's mask for ``key``."""
+    """FusionLayer's PyTorch attention, the weights dropped with the kernel's mask for ``key``."""
     N, K, D3 = qkv.shape
     D = D3 // 3
     q, k, v = qkv.view(N, K, 3, heads, D // heads).unbind(2)
     att = torch.einsum("nqhd,nkhd->nhqk", q, k) / math.sqrt(D // heads)
     att = att.masked_fill(kpm[:, None, None, :], float("-inf")).softmax(-1)
     if p > 0:
-        att = cdropout._Dropout.apply(att.contiguous(), p, key)
+        att = att * _hash_mask(att.numel(), key, p).view(att.shape)
     return torch.einsum("nhqk,nkhd->nqhd", att, v).reshape(N, K, D)
 
 
@@ -79,7 +102,7 @@ def test_fusion_layer_gives_the_same_outputs_with_and_without_the_kernel(kernel,
     kpm = torch.zeros(50, 3, dtype=torch.bool)
     kpm[::3, 2] = True
     y_c = layer(x, kpm)
-    monkeypatch.setenv("ERC_C_ATTENTION", "0")
+    monkeypatch.setenv("ERC_CPU_KERNELS", "0")
     assert not cattention.supports(x.repeat(1, 1, 3), 4)
     torch.testing.assert_close(y_c, layer(x, kpm), rtol=1e-5, atol=1e-5)
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from erc.heads.cpu import attention as cattention
+from erc.heads import cpu
 from erc.heads.dropout import FastDropout
 
 
@@ -60,9 +60,9 @@ def encoder_layer(dim: int, heads: int, dropout: float, ff_mult: int = 2) -> nn.
 
 class FusionLayer(nn.Module):
     """A lean pre-norm transformer layer for a few tokens: ``x [N, K, D]``, ``kpm [N, K]`` (True =
-    masked key) -> ``[N, K, D]``. The attention among the K tokens runs in the C kernel of
-    :mod:`erc.heads.cpu.attention` on CPU (PyTorch's batched products of K x K matrices cost more
-    than the linear layers), else with einsum."""
+    masked key) -> ``[N, K, D]``. The attention among the K tokens is
+    :func:`erc.heads.cpu.token_attention` (a C kernel on CPU: PyTorch's batched products of K x K
+    matrices cost more than the linear layers there)."""
 
     def __init__(self, dim: int, heads: int, dropout: float, ff_mult: int = 2) -> None:
         super().__init__()
@@ -83,16 +83,9 @@ class FusionLayer(nn.Module):
             att = self.drop(v.new_ones(N, 1, self.heads, 1))  # the same dropout on the attention weights
             a = (att * v).reshape(N, 1, D)
         else:
-            qkv = self.qkv(self.n1(x))  # [N, K, 3D]
-            if cattention.supports(qkv, self.heads):  # CPU: the C kernel, same arithmetic
-                a = cattention.token_attention(qkv, kpm, self.heads, self.drop.p if self.training else 0.0)
-            else:
-                q, k, v = qkv.view(N, K, 3, self.heads, D // self.heads).unbind(2)
-                att = torch.einsum("nqhd,nkhd->nhqk", q, k) / math.sqrt(D // self.heads)
-                att = att.masked_fill(kpm[:, None, None, :], float("-inf")).softmax(-1)
-                a = torch.einsum("nhqk,nkhd->nqhd", self.drop(att), v).reshape(N, K, D)
-        x = self.drop.residual(x, self.out(a))
-        return self.drop.residual(x, self.ff(self.n2(x)))
+            a = cpu.token_attention(self.qkv(self.n1(x)), kpm, self.heads, self.drop)  # [N, K, D]
+        x = x + self.drop(self.out(a))
+        return x + self.drop(self.ff(self.n2(x)))
 
 
 class TokenFusion(nn.Module):

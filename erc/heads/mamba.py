@@ -4,8 +4,8 @@ Backend: the parameters always live in a transformers ``MambaMixer``. Without CU
 layers run :func:`packed_mixer_forward`: ``MambaMixer.slow_forward``'s computation (checked
 against it, outputs and gradients, in ``tests/test_mamba_scan.py``) on the real positions only,
 packed once per forward (:class:`PackedLayout`), with a packed causal conv and a selective scan
-whose backward is written by hand (:class:`_PackedScan`): the C kernel of :mod:`erc.heads.cpu.scan`
-where it builds, else chunked PyTorch. When ``mamba_ssm`` is importable and the input is on CUDA,
+whose backward is written by hand (:func:`erc.heads.cpu.selective_scan`: the C kernel where it
+builds, else the chunked PyTorch scan of :mod:`erc.heads.scan`). When ``mamba_ssm`` is importable and the input is on CUDA,
 the same parameters are run through ``mamba_ssm.Mamba`` (its CUDA kernels): the two modules have
 identical parameter names and shapes, so a checkpoint trained with one backend loads into the
 other. ``backend`` reports what the last forward used ("mamba-ssm", "torch+c-scan" or "torch").
@@ -18,9 +18,8 @@ end), runs a second mixer, and flips back.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
@@ -28,9 +27,9 @@ from transformers import MambaConfig
 from transformers.models.mamba.modeling_mamba import MambaMixer
 from transformers.utils import logging as hf_logging
 
-from erc.heads.cpu import scan as cscan
-from erc.heads.cpu import softplus as csoftplus
+from erc.heads import cpu
 from erc.heads.dropout import FastDropout
+from erc.heads.scan import sequence_lengths
 
 
 def mamba_ssm_available() -> bool:
@@ -61,171 +60,6 @@ def _init_dt(mixer: MambaMixer, dt_min: float = 1e-3, dt_max: float = 0.1, floor
     dt = dt.clamp(min=floor)
     with torch.no_grad():
         mixer.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-
-
-def _chunks(counts: list[int], starts: list[int], per_step: int, budget: int) -> list[tuple[int, int]]:
-    """Split the steps ``0..T`` into consecutive ``(t0, t1)`` ranges of at most ``budget`` state
-    elements each (at least one step per range)."""
-    out, t0 = [], 0
-    for t in range(1, len(counts) + 1):
-        if t == len(counts) or (starts[t + 1] - starts[t0]) * per_step > budget:
-            out.append((t0, t))
-            t0 = t
-    return out
-
-
-@contextlib.contextmanager
-def _one_thread(on: bool) -> Iterator[None]:
-    """Run the block with one intra-op thread (CPU). The scan is a long chain of small
-    memory-bound steps: with several OpenMP threads each step pays a barrier, which costs more
-    than it saves, and far more when other processes share the cores (measured: 1 thread was
-    4x faster than 2 on a loaded 2-core machine)."""
-    before = torch.get_num_threads()
-    if on and before > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if on and before > 1:
-            torch.set_num_threads(before)
-
-
-def _lengths(counts: torch.Tensor) -> torch.Tensor:
-    """Per-sequence lengths ``[J]`` (longest first) from the sequences alive per step ``[T]``
-    (non-increasing): sequence j is alive at the steps whose count exceeds j."""
-    j = torch.arange(int(counts[0]) if counts.numel() else 0, dtype=counts.dtype, device=counts.device)
-    return torch.searchsorted(-counts, -j, right=False)
-
-
-def uses_c_scan(x: torch.Tensor) -> bool:
-    """Whether the scan for a tensor on ``x``'s device runs the C kernel (:mod:`erc.heads.cpu.scan`):
-    on CPU where the kernel builds (the scan itself always runs in float32 or float64)."""
-    return x.device.type == "cpu" and cscan.available()
-
-
-def torch_backend(x: torch.Tensor) -> str:
-    """The name of the PyTorch path for an input like ``x``: "torch+c-scan" or "torch"."""
-    return "torch+c-scan" if uses_c_scan(x) else "torch"
-
-
-class _PackedScan(torch.autograd.Function):
-    """Mamba's selective scan on *packed* real positions, with a hand-written backward.
-
-    Inputs are time-major packed (like a ``PackedSequence`` whose sequences are sorted by length,
-    longest first): step ``t`` holds the first ``counts[t]`` sequences, so the states of step
-    ``t - 1`` that step ``t`` continues are a prefix of the previous step's block.
-
-    dt, u ``[P, E]``, Bm, Cm ``[P, N]``, A ``[E, N]`` (negative) -> y ``[P, E]`` with
-
-        h_t = exp(dt_t A) * h_{t-1} + (dt_t u_t) B_t,   h_{-1} = 0,   y_t = h_t . C_t
-
-    (``MambaMixer.slow_forward``'s recurrence, without the ``D`` skip and the gate).
-
-    On CPU the cost of the naive scan is memory, not arithmetic: every ``[P, E, N]`` tensor is
-    ~100 MB for a batch of 64 IEMOCAP dialogues, and each fresh allocation that large is mapped
-    and zeroed page by page. So the steps are processed in chunks of at most ``CHUNK`` state
-    elements (cache-sized, reused by the allocator); the forward keeps only the state entering
-    each chunk, and the backward recomputes a chunk's states from it (gradient checkpointing
-    per chunk), runs the adjoint recurrence backwards (the same first-order linear recurrence),
-    and forms every other gradient term for the whole chunk at once.
-    """
-
-    CHUNK = 1 << 19  # state elements per chunk (2 MB in float32): measured best of 2^18..2^22 on CPU
-
-    @staticmethod
-    def _states(dt, du, Bm, A, counts, starts, t0, t1, h_in):  # noqa: ANN001, ANN205
-        """``(a, h)`` for steps ``t0..t1-1``: decays and states ``[p, E, N]`` of the chunk."""
-        p0, p1 = starts[t0], starts[t1]
-        a = torch.exp(dt[p0:p1].unsqueeze(-1) * A)
-        h = du[p0:p1].unsqueeze(-1) * Bm[p0:p1].unsqueeze(1)
-        if h_in is not None:
-            n = counts[t0]
-            h[:n].addcmul_(a[:n], h_in[:n])
-        for t in range(t0 + 1, t1):
-            s, sp, n = starts[t] - p0, starts[t - 1] - p0, counts[t]
-            h[s:s + n].addcmul_(a[s:s + n], h[sp:sp + n])
-        return a, h
-
-    @staticmethod
-    def forward(ctx, dt, u, Bm, Cm, A, counts):  # noqa: ANN001, ANN205
-        ctx.c_scan = uses_c_scan(dt)
-        if ctx.c_scan:  # the C kernel (erc.heads.cpu.scan): same recurrence, states kept in registers
-            counts_t = torch.tensor(counts, dtype=torch.long)
-            ctx.index = (torch.cumsum(counts_t, 0) - counts_t, _lengths(counts_t))
-            args = [t.contiguous() for t in (dt, u, Bm, Cm, A.to(dt.dtype))]
-            ctx.save_for_backward(*args)
-            ctx.a_dtype = A.dtype
-            return cscan.scan_forward(*args, *ctx.index)
-        with _one_thread(not dt.is_cuda):
-            return _PackedScan._forward(ctx, dt, u, Bm, Cm, A, counts)
-
-    @staticmethod
-    def backward(ctx, gy):  # noqa: ANN001, ANN205
-        if ctx.c_scan:
-            g_dt, g_u, g_b, g_c, g_a = cscan.scan_backward(*ctx.saved_tensors, gy.contiguous(), *ctx.index)
-            return g_dt, g_u, g_b, g_c, g_a.to(ctx.a_dtype), None
-        with _one_thread(not gy.is_cuda):
-            return _PackedScan._backward(ctx, gy)
-
-    @staticmethod
-    def _forward(ctx, dt, u, Bm, Cm, A, counts):  # noqa: ANN001, ANN205
-        starts = [0]
-        for n in counts:
-            starts.append(starts[-1] + n)
-        E, N = A.shape
-        chunks = _chunks(counts, starts, E * N, _PackedScan.CHUNK)
-        du = dt * u
-        y = dt.new_empty(dt.shape)
-        h_in, entering = None, []
-        for t0, t1 in chunks:
-            entering.append(h_in)
-            _, h = _PackedScan._states(dt, du, Bm, A, counts, starts, t0, t1, h_in)
-            p0, p1 = starts[t0], starts[t1]
-            torch.bmm(h, Cm[p0:p1].unsqueeze(-1), out=y[p0:p1].unsqueeze(-1))
-            h_in = h[starts[t1 - 1] - p0:].clone()  # the last step's states
-        ctx.save_for_backward(dt, u, Bm, Cm, A)
-        ctx.counts, ctx.starts, ctx.chunks, ctx.entering = counts, starts, chunks, entering
-        return y
-
-    @staticmethod
-    def _backward(ctx, gy):  # noqa: ANN001, ANN205
-        dt, u, Bm, Cm, A = ctx.saved_tensors
-        counts, starts = ctx.counts, ctx.starts
-        gy = gy.contiguous()
-        du = dt * u
-        g_c, g_du, g_b = torch.empty_like(Cm), torch.empty_like(dt), torch.empty_like(Bm)
-        g_dt = torch.empty_like(dt)
-        g_a = torch.zeros_like(A)
-        carry = None  # a_{t1} * dL/dh_{t1} for the first step t1 of the chunk after this one
-        for (t0, t1), h_in in zip(reversed(ctx.chunks), reversed(ctx.entering)):
-            p0, p1 = starts[t0], starts[t1]
-            a, h = _PackedScan._states(dt, du, Bm, A, counts, starts, t0, t1, h_in)
-            gh = gy[p0:p1].unsqueeze(-1) * Cm[p0:p1].unsqueeze(1)
-            if carry is not None:
-                s = starts[t1 - 1] - p0
-                gh[s:s + carry.shape[0]].add_(carry)
-            for t in range(t1 - 1, t0, -1):
-                s, sp, n = starts[t] - p0, starts[t - 1] - p0, counts[t]
-                gh[sp:sp + n].addcmul_(a[s:s + n], gh[s:s + n])
-            torch.bmm(gy[p0:p1].unsqueeze(1), h, out=g_c[p0:p1].unsqueeze(1))
-            torch.bmm(gh, Bm[p0:p1].unsqueeze(-1), out=g_du[p0:p1].unsqueeze(-1))
-            torch.bmm(du[p0:p1].unsqueeze(1), gh, out=g_b[p0:p1].unsqueeze(1))
-            # d/d(dt A) of a_t * h_{t-1}:  dL/dh_t * a_t * h_{t-1}  (h_{-1} = 0)
-            g_x = gh.mul_(a)
-            n0 = counts[t0]
-            if h_in is None:
-                g_x[:n0].zero_()
-                carry = None
-            else:
-                carry = g_x[:n0].clone()
-                g_x[:n0].mul_(h_in[:n0])
-            for t in range(t0 + 1, t1):
-                s, sp, n = starts[t] - p0, starts[t - 1] - p0, counts[t]
-                g_x[s:s + n].mul_(h[sp:sp + n])
-            g_a.add_((g_x * dt[p0:p1].unsqueeze(-1)).sum(0))
-            torch.sum(g_x.mul_(A), -1, out=g_dt[p0:p1])
-        g_dt.addcmul_(g_du, u)
-        return g_dt, g_du * dt, g_b, g_c, g_a, None
 
 
 class _Rows(torch.autograd.Function):
@@ -296,7 +130,7 @@ class PackedLayout:
     def reverse(self) -> torch.Tensor:
         """``[P]`` permutation that reverses every sequence within its length (an involution)."""
         if self._reverse is None:
-            length = _lengths(self._counts_t)[self.rank]  # [P]: the length of each row's sequence
+            length = sequence_lengths(self._counts_t)[self.rank]  # [P]: the length of each row's sequence
             self._reverse = self.starts[length - 1 - self.step] + self.rank
         return self._reverse
 
@@ -363,7 +197,7 @@ def packed_mixer_forward(mixer: MambaMixer, x: torch.Tensor, layout: PackedLayou
     The same computation at every real position (the causal conv and the recurrence never look
     right, so padding cannot reach a real position); made fast for training on CPU: every layer
     runs on the real rows only (about half of a padded IEMOCAP batch), the conv is
-    :class:`_PackedCausalConv` and the scan :class:`_PackedScan`.
+    :class:`_PackedCausalConv` and the scan :func:`erc.heads.cpu.selective_scan`.
     """
     E, N, R = mixer.intermediate_size, mixer.ssm_state_size, mixer.time_step_rank
     h, gate = mixer.in_proj(x).chunk(2, dim=-1)  # [P, E] each
@@ -371,9 +205,9 @@ def packed_mixer_forward(mixer: MambaMixer, x: torch.Tensor, layout: PackedLayou
     dt, Bm, Cm = torch.split(mixer.x_proj(u), [R, N, N], dim=-1)
     dt = mixer.dt_proj(dt)  # [P, E]
     f = torch.promote_types(x.dtype, torch.float32)  # the scan in float32 at least, like slow_forward
-    dt = csoftplus.softplus(dt) if f == torch.float32 and csoftplus.supports(dt) else nn.functional.softplus(dt)
+    dt = nn.functional.softplus(dt)
     A = -torch.exp(mixer.A_log.float())  # [E, N]
-    y = _PackedScan.apply(dt.to(f), u.to(f), Bm.to(f).contiguous(), Cm.to(f).contiguous(), A, layout.counts)
+    y = cpu.selective_scan(dt.to(f), u.to(f), Bm.to(f).contiguous(), Cm.to(f).contiguous(), A, layout.counts)
     y = (y + u * mixer.D) * mixer.act(gate)  # [P, E]
     return mixer.out_proj(y.to(x.dtype))  # [P, D]
 
@@ -455,12 +289,12 @@ class MambaBlock(nn.Module):
 
     def forward_packed(self, x: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
         """The same layer on packed real rows (PyTorch path): x ``[P, D]`` -> ``[P, D]``."""
-        self.backend = torch_backend(x)
+        self.backend = cpu.scan_backend(x)
         y = packed_mixer_forward(self.fwd, x, layout)
         if self.bwd is not None:
             rev = layout.reverse
             y = y + _Rows.apply(packed_mixer_forward(self.bwd, _Rows.apply(x, rev), layout), rev)
-        return self.norm(self.drop.residual(x, y))
+        return self.norm(x + self.drop(y))
 
 
 class DialogueMamba(nn.Module):

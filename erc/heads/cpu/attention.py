@@ -3,13 +3,15 @@
 :func:`token_attention` ``(qkv [N, K, 3 * D], kpm [N, K], heads, p)`` -> ``[N, K, D]`` is the
 multi-head attention of :class:`erc.heads.blocks.FusionLayer` (K modality tokens per utterance,
 keys masked where ``kpm`` is True, dropout p on the attention weights), as an autograd function.
-The attention-weight dropout uses the counter-based mask of :mod:`erc.heads.cpu.dropout` over the
-flat index of the ``[N, H, K, K]`` weights, so with the same key it equals ``dropout(softmax)``.
+The attention-weight dropout is a counter-based mask (``kernels/erc_common.h``): a hash of a
+per-call key and the flat index of the ``[N, H, K, K]`` weights, never stored (the backward
+recomputes it); the key is drawn from PyTorch's generator, so ``torch.manual_seed`` repeats it.
 
 Why: PyTorch runs this as batched matrix products of 3 x 64 by 64 x 3 matrices, ~12,700 of them
 per fusion layer on a 64-dialogue IEMOCAP batch, which cost 17-20 ms (bf16) and ~82 ms (float32)
 per layer forward + backward on this CPU for ~15 MFLOP of work. Built by
-:mod:`erc.heads.cpu.build`; ``ERC_C_ATTENTION=0`` (or no C compiler) keeps the PyTorch path.
+:mod:`erc.heads.cpu.build`; ``ERC_CPU_KERNELS`` without "attention" (or no C compiler) keeps the
+PyTorch path.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import ctypes
 import torch
 
 from erc.heads.cpu import build as ckernels
-from erc.heads.cpu import dropout as cdropout
+from erc.heads.dropout import keep_cut
 
 FLAGS = list(ckernels.BASE_FLAGS)  # no -ffast-math: masked keys are -inf before the softmax
 MAX_TOKENS = 8  # as in the kernel
@@ -38,8 +40,13 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 def _lib() -> ctypes.CDLL | None:
-    return ckernels.load("token_attention", FLAGS, _declare, "ERC_C_ATTENTION",
+    return ckernels.load("attention", "token_attention", FLAGS, _declare,
                          "the fusion's attention runs in PyTorch (slower)")
+
+
+def draw_key() -> int:
+    """A dropout key from PyTorch's default CPU generator (so `torch.manual_seed` repeats masks)."""
+    return int(torch.randint(0, 2 ** 62, (), dtype=torch.int64).item())
 
 
 def supports(qkv: torch.Tensor, heads: int) -> bool:
@@ -60,7 +67,7 @@ class _TokenAttention(torch.autograd.Function):
         kpm = kpm.to(torch.uint8).contiguous()
         N, K, D3 = qkv.shape
         D = D3 // 3
-        cut, scale = cdropout.keep_cut(p) if p > 0.0 else (0, 1.0)
+        cut, scale = keep_cut(p) if p > 0.0 else (0, 1.0)
         probs = torch.empty(N, heads, K, K, dtype=torch.float32)
         out = torch.empty(N, K, D, dtype=qkv.dtype)
         getattr(lib, f"erc_token_attention_fwd_{_NAMES[qkv.dtype]}")(
@@ -91,4 +98,4 @@ def token_attention(qkv: torch.Tensor, kpm: torch.Tensor, heads: int, p: float =
     [N, K]`` (True = masked key) -> ``[N, K, D]``: softmax(q k^T / sqrt(D / H)) v per head, with
     dropout p on the attention weights (``key`` picks the mask; default: drawn from PyTorch's
     generator). Check :func:`supports` first."""
-    return _TokenAttention.apply(qkv, kpm, heads, p, cdropout.draw_key() if key is None else key)
+    return _TokenAttention.apply(qkv, kpm, heads, p, draw_key() if key is None else key)

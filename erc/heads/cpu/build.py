@@ -1,12 +1,12 @@
-"""Build, cache and load erc's small C kernels (``erc/heads/kernels/*.c``) for CPU training.
+"""Build, cache and load erc's small C kernels (``erc/heads/cpu/kernels/*.c``) for CPU training.
 
 On first use a kernel's C file (and the shared ``kernels/*.h``) is compiled with the system C
 compiler (``$CC``, else ``cc``, else ``gcc``) into a shared library cached under
 ``$ERC_CACHE_DIR`` (default ``~/.cache/erc``) in ``kernels/``, keyed by the sources, the flags,
 the compiler's version and this machine, so a later process loads it in milliseconds.
 :func:`load` returns None (and warns once) when there is no compiler or the build fails, or when
-the kernel's switch is "0" (``ERC_C_SCAN``, ``ERC_C_SOFTPLUS``, ``ERC_C_DROPOUT``,
-``ERC_C_ATTENTION``); every kernel has a PyTorch path that then runs instead (slower).
+the one switch ``ERC_CPU_KERNELS`` turns the kernel off (:func:`enabled`); every kernel has a
+PyTorch path that then runs instead (slower).
 
 Calls on disjoint ranges of work run on ``torch.get_num_threads()`` Python threads
 (:func:`run_parallel`; ctypes releases the GIL during a call).
@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 
 KERNEL_DIR = Path(__file__).with_name("kernels")
+SWITCH = "ERC_CPU_KERNELS"
 BASE_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-shared", "-fPIC"]
-DTYPE_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16"}  # the kernels' suffixes for these dtypes
+DTYPE_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16"}  # the attention kernel's suffixes for these dtypes
 
 _lock = threading.Lock()
 _libs: dict[str, ctypes.CDLL | None] = {}
@@ -64,6 +65,17 @@ def _cpu_key() -> str:
     except OSError:
         info += platform.processor()
     return info
+
+
+def enabled(kernel: str) -> bool:
+    """Whether ``ERC_CPU_KERNELS`` lets ``kernel`` ("scan", "attention") run: unset, "1" or "all":
+    every kernel; "0" or "none": none; a comma list (e.g. "scan"): only those."""
+    value = os.environ.get(SWITCH, "1").strip().lower()
+    if value in ("", "1", "all", "on", "true", "yes"):
+        return True
+    if value in ("0", "none", "off", "false", "no"):
+        return False
+    return kernel in {v.strip() for v in value.split(",")}
 
 
 def _compiler() -> str | None:
@@ -109,12 +121,12 @@ def build(name: str, flags: list[str]) -> ctypes.CDLL:
     return ctypes.CDLL(str(lib_path))
 
 
-def load(name: str, flags: list[str], declare: Callable[[ctypes.CDLL], None], switch: str,
+def load(kernel: str, name: str, flags: list[str], declare: Callable[[ctypes.CDLL], None],
          what: str) -> ctypes.CDLL | None:
-    """The kernel ``name`` built and declared (``declare`` sets argtypes), or None when the environment
-    variable ``switch`` is "0" or the kernel cannot be built; a failed build is tried once per
-    process and reported once as a RuntimeWarning that names ``what`` runs instead."""
-    if os.environ.get(switch, "1") == "0":
+    """The C file ``name`` of ``kernel`` built and declared (``declare`` sets argtypes), or None when
+    :func:`enabled` says no or it cannot be built; a failed build is tried once per process and
+    reported once as a RuntimeWarning that names ``what`` runs instead."""
+    if not enabled(kernel):
         return None
     if name in _libs:
         return _libs[name]

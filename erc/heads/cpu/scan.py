@@ -1,8 +1,9 @@
 """The selective scan's C kernel for CPU training (``kernels/selective_scan.c``): load, call.
 
 Built on first use by :mod:`erc.heads.cpu.build` (system C compiler, cached under
-``~/.cache/erc``). No compiler, a failed build or ``ERC_C_SCAN=0``: :func:`available` is False and
-the Mamba runs its PyTorch scan (same results, slower); the first failure is reported once.
+``~/.cache/erc``). No compiler, a failed build or ``ERC_CPU_KERNELS`` without "scan":
+:func:`available` is False and the Mamba runs the PyTorch scan of :mod:`erc.heads.scan` (same
+results up to rounding, slower); the first failure is reported once.
 
 Why: the scan is a long recurrence over [steps, channels, state] whose PyTorch form needs ~20
 passes over ``[P, E, N]`` temporaries; the kernel keeps each state in registers. On this 2-core
@@ -19,6 +20,7 @@ import ctypes
 import torch
 
 from erc.heads.cpu import build as ckernels
+from erc.heads.scan import sequence_lengths
 
 FLAGS = [*ckernels.BASE_FLAGS, "-ffast-math"]
 
@@ -35,12 +37,12 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 def _lib() -> ctypes.CDLL | None:
-    return ckernels.load("selective_scan", FLAGS, _declare, "ERC_C_SCAN",
+    return ckernels.load("scan", "selective_scan", FLAGS, _declare,
                          "the Mamba runs its PyTorch scan (same results, slower)")
 
 
 def available() -> bool:
-    """True when the kernel is built (or builds now) and ``ERC_C_SCAN`` is not "0"."""
+    """True when the kernel is built (or builds now) and ``ERC_CPU_KERNELS`` lets it run."""
     return _lib() is not None
 
 
@@ -102,3 +104,23 @@ def scan_backward(dt: torch.Tensor, u: torch.Tensor, Bm: torch.Tensor, Cm: torch
                                                         _p(g_c), _p(g_at[i]))
                            for i, (j0, j1) in enumerate(parts)])
     return g_dt, g_u, g_b, g_c, g_at.sum(0).t()
+
+
+class CScan(torch.autograd.Function):
+    """:class:`erc.heads.scan.TorchScan`'s recurrence and gradients in the C kernel: same arguments
+    (dt, u ``[P, E]``, Bm, Cm ``[P, N]``, A ``[E, N]``, counts: sequences alive per step), same
+    result up to float rounding; float32 or float64."""
+
+    @staticmethod
+    def forward(ctx, dt, u, Bm, Cm, A, counts):  # noqa: ANN001, ANN205
+        counts_t = torch.tensor(counts, dtype=torch.long)
+        ctx.index = (torch.cumsum(counts_t, 0) - counts_t, sequence_lengths(counts_t))
+        args = [t.contiguous() for t in (dt, u, Bm, Cm, A.to(dt.dtype))]
+        ctx.save_for_backward(*args)
+        ctx.a_dtype = A.dtype
+        return scan_forward(*args, *ctx.index)
+
+    @staticmethod
+    def backward(ctx, gy):  # noqa: ANN001, ANN205
+        g_dt, g_u, g_b, g_c, g_a = scan_backward(*ctx.saved_tensors, gy.contiguous(), *ctx.index)
+        return g_dt, g_u, g_b, g_c, g_a.to(ctx.a_dtype), None

@@ -3,8 +3,8 @@
  * Dropout mask: element i of a call with key `seed` is kept when a 16-bit number drawn from a
  * hash of (seed, i / 2) is >= cut (the two halves of one 32-bit hash serve elements 2k and
  * 2k + 1), so the drop probability is cut / 65536. A function of (seed, i): never stored, the
- * backward recomputes it. Every kernel that drops uses this, so a mask can be reproduced from
- * its key (erc.heads.cdropout does, in the tests).
+ * backward recomputes it. The token attention's weight dropout uses it; tests/test_token_attention.py
+ * reproduces the mask from its key in NumPy.
  */
 #ifndef ERC_COMMON_H
 #define ERC_COMMON_H

@@ -11,9 +11,9 @@
  * lane and reduced once per sequence. Each call handles the sequences j0 <= j < j1; calls on
  * disjoint ranges write disjoint rows, so the caller runs them on several threads (only g_At is
  * shared: each call adds into its own buffer). The backward recomputes a sequence's states into
- * [L, N, W] buffers and runs the adjoint recurrence backwards. Compiled by erc.heads.cscan with
+ * [L, N, W] buffers and runs the adjoint recurrence backwards. Compiled by erc.heads.cpu.build with
  * -O3 -ffast-math (vectorised exp from glibc's libmvec). The PyTorch implementation
- * (erc.heads.mamba._PackedScan) is the reference; tests/test_mamba_scan.py compares them.
+ * (erc.heads.scan.TorchScan) is the reference; tests/test_mamba_scan.py compares them.
  */
 #include <math.h>
 #include <stdint.h>
