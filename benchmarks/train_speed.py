@@ -1,7 +1,7 @@
 """Training speed of the heads on an IEMOCAP-sized synthetic cache, on this machine's CPU.
 
     .venv/bin/python benchmarks/train_speed.py [--threads 2] [--epochs 3] [--warmup 2] [--rounds 2] [--precision bf16]
-                                                [--heads mlp,gru,matav,matav:no-mamba] [--frame-heads jfm,deepmsi]
+                                                [--heads mlp,gru,matav,matav:no-mamba] [--frame-heads jfm:small,deepmsi:frames]
     .venv/bin/python benchmarks/train_speed.py --heads matav --ab-kernels scan,attention [--precision bf16]
 
 The second form measures what each optional CPU kernel (:mod:`erc.heads.cpu`) buys: the same model
@@ -249,7 +249,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="warm-up epochs per head (the GRU's oneDNN kernels need two)")
     ap.add_argument("--heads", default="mlp,gru,gru@64,matav,matav:no-mamba",
                     help="comma list of head[:variant][@batch]; default batch = the head's train_defaults")
-    ap.add_argument("--frame-heads", default="", help="heads that need frames, e.g. jfm,deepmsi (slow on CPU)")
+    ap.add_argument("--frame-heads", default="", help="heads that need frames, e.g. jfm:small,deepmsi:frames "
+                    "(slow on CPU; the default variants need pre-trained layers / video tokens)")
     ap.add_argument("--frame-epochs", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="training autocast (TrainConfig.precision)")

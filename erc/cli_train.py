@@ -74,6 +74,22 @@ def resolve_data(dataset: str, features: Path | None, modalities: str | None, en
     return path, name, {m: encs.get(m) for m in mods}
 
 
+def parse_folds(folds: str | None, grouping: str) -> tuple[int | None, str]:
+    """``--folds`` / ``--fold-grouping`` -> (number of folds or None, grouping): ``"10"`` -> 10;
+    ``"session"`` -> (None, "session"): one fold per session, counted in the cache."""
+    if folds is None:
+        return None, grouping
+    value = folds.strip().lower()
+    if value in ("session", "sessions", "loso"):
+        if grouping not in ("dialogue", "session"):
+            raise UserError(f"--folds session is its own grouping; drop --fold-grouping {grouping}")
+        return None, "session"
+    try:
+        return int(value), grouping
+    except ValueError:
+        raise UserError(f"--folds takes a number of folds or 'session'; got {folds!r}") from None
+
+
 def default_run_dir(dataset: str, model: str, variant: str, modalities: dict[str, str | None], overrides: dict[str, str]) -> Path:
     """``runs/<dataset>/<model>-<variant>-<tav>`` (+ a hash of --set / --encoders when given)."""
     tag = short_modalities(modalities)
@@ -145,8 +161,10 @@ def train_head(
     class_weights: bool = ClassWeightsOpt,
     threads: Optional[int] = ThreadsOpt,
     max_frames: Optional[int] = MaxFramesOpt,
-    folds: Optional[int] = typer.Option(None, help="K-fold cross-validation instead of the cache's splits."),
-    fold_grouping: str = typer.Option("dialogue", help="dialogue | utterance (pooled, DeepMSI-MER; leaks context)."),
+    folds: Optional[str] = typer.Option(None, help="K-fold cross-validation instead of the cache's splits: a number "
+                                        "of folds, or 'session' (leave-one-session-out, IEMOCAP: 5 folds)."),
+    fold_grouping: str = typer.Option("dialogue", help="dialogue | utterance (pooled, DeepMSI-MER; leaks context) "
+                                      "| session (one fold per session)."),
     deterministic: bool = DeterministicOpt,
     precision: str = PrecisionOpt,
     device: str = DeviceOpt,
@@ -161,6 +179,7 @@ def train_head(
     from erc.train.sweep import run_sweep
 
     overrides = parse_assignments(set_)
+    n_folds, fold_grouping = parse_folds(folds, fold_grouping)
     spec = resolve_head(model, variant, overrides)  # unknown head / variant / key -> UserError before loading
     cfg = TrainConfig.for_head(spec.cls, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                                class_weights=class_weights, max_frames=max_frames, deterministic=deterministic,
@@ -168,7 +187,7 @@ def train_head(
     cache, ds_name, mods = resolve_data(dataset, features, modalities, encoders)
     out = out or default_run_dir(ds_name, model, variant, mods, overrides)
     with progress_bar(quiet) as prog:
-        res = run_sweep(cache, spec, mods, cfg, out, seeds, folds, fold_grouping, prog)  # type: ignore[arg-type]
+        res = run_sweep(cache, spec, mods, cfg, out, seeds, n_folds, fold_grouping, prog)  # type: ignore[arg-type]
 
     console = Console()
     console.print(_table(f"{model} on {ds_name} (test at best dev epoch)", [(f"{model}|{variant}|{short_modalities(mods, ',')}", res)]))
@@ -176,7 +195,7 @@ def train_head(
     console.print(f"test W-F1 {summarise([t['weighted_f1'] for t in tests])} | acc {summarise([t['accuracy'] for t in tests])} "
                   f"| macro F1 {summarise([t['macro_f1'] for t in tests])} ({len(res.runs)} runs, dev-selected) -> {res.out_dir}",
                   markup=False, highlight=False, soft_wrap=True)
-    if folds is not None and fold_grouping == "utterance":
+    if n_folds is not None and fold_grouping == "utterance":
         console.print("[yellow]note:[/] utterance-pooled folds leak dialogue context and speakers across folds")
 
 

@@ -9,12 +9,13 @@ from erc.heads.base import DialogueBatch
 
 def random_batch(B: int = 3, L: int = 5, dims: dict[str, int] | None = None,
                  frame_dims: dict[str, int] | None = None, n_classes: int = 4, seed: int = 0,
-                 T: int = 6, absent: float = 0.15) -> DialogueBatch:
+                 T: int = 6, absent: float = 0.15, frame_tokens: dict[str, int] | None = None) -> DialogueBatch:
     """A random batch of B dialogues padded to L utterances.
 
     The first dialogue is full length, the others are shorter; each modality is absent for about
     ``absent`` of the real utterances (zeros + present False, and no frames). Frame sequences have
-    random real lengths in 1..T (right padded with zeros).
+    random real lengths in 1..T (right padded with zeros); a modality of ``frame_tokens`` K has
+    lengths that are multiples of K (whole frames of K tokens) in K..T.
     """
     dims = dims or {"text": 8, "audio": 6, "video": 5}
     frame_dims = frame_dims or {}
@@ -34,7 +35,8 @@ def random_batch(B: int = 3, L: int = 5, dims: dict[str, int] | None = None,
         if pres is None:
             pres = (torch.rand(B, L, generator=g) >= absent) & mask
             present[m] = pres
-        n = torch.randint(1, T + 1, (B, L), generator=g) * pres
+        k = (frame_tokens or {}).get(m, 1)
+        n = torch.randint(1, T // k + 1, (B, L), generator=g) * k * pres
         fm = torch.arange(T)[None, None, :] < n[..., None]
         frame_mask[m] = fm
         frames[m] = torch.randn(B, L, T, f, generator=g) * fm.unsqueeze(-1)

@@ -130,3 +130,27 @@ def test_manifest_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError) as err:
         load_manifest(p, {})
     assert "\n" not in str(err.value)
+
+
+def test_manifest_label_map_merges_and_drops_labels(tmp_path: Path) -> None:
+    lines = [HEADER, "d,a,0,F,t,happiness,train", "d,b,1,M,t,frustration,train", "d,c,2,F,t,excited,train",
+             "d,e,3,M,t,anger,train", "e,f,0,F,t,sadness,test", "e,g,1,M,t,neutral,test"]
+    c = load_manifest(write(tmp_path / "m.csv", lines), {"label_map": "iemocap4"})
+    assert c.labels == ["happiness", "sadness", "neutral", "anger"]  # IEMOCAP's four-class order
+    assert [(u.utterance_id, u.turn, u.label) for u in c.utterances] == [
+        ("a", 0, "happiness"), ("c", 1, "happiness"), ("e", 2, "anger"), ("f", 0, "sadness"), ("g", 1, "neutral")]
+    c = load_manifest(write(tmp_path / "m.csv", lines), {"label_map": "excited:joy"})
+    assert "joy" in c.labels and "excited" not in c.labels and len(c.utterances) == 6
+    with pytest.raises(UserError, match="lacks: fear"):
+        load_manifest(write(tmp_path / "m.csv", lines), {"label_map": "fear:anger"})
+    with pytest.raises(UserError, match="old:new"):
+        load_manifest(write(tmp_path / "m.csv", lines), {"label_map": "excited"})
+
+
+@pytest.mark.skipif(not IEMOCAP_CSV.is_file(), reason="real IEMOCAP text CSV absent")
+def test_real_iemocap_csv_in_four_classes() -> None:
+    c = load_manifest(IEMOCAP_CSV, {"label_map": "iemocap4"})
+    assert c.labels == ["happiness", "sadness", "neutral", "anger"]
+    counts = Counter(u.label for u in c.utterances)
+    six = Counter(u.label for u in load_manifest(IEMOCAP_CSV, {}).utterances)
+    assert counts["happiness"] == six["happiness"] + six["excited"] and sum(counts.values()) == 7433 - six["frustration"]

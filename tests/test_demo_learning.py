@@ -19,8 +19,10 @@ SMALL = {
     "gru": {"hidden": "32", "proj": "64"},
     "matav": {"dim": "32", "hidden": "32", "fusion_layers": "2", "fusion_heads": "2", "queue_size": "128",
               "mamba_layers": "1"},
-    "jfm": {"dim": "32", "heads": "2", "text_layers": "1", "blocks": "1", "patch_len": "8"},
-    "deepmsi": {"dim": "32", "hidden": "64"},
+    "jfm": {"text_model": "", "audio_model": "", "layer_dim": "32", "layer_heads": "2", "layer_ff": "64",
+            "extractor_dim": "32", "extractor_heads": "2", "extractor_ff": "64", "extractor_layers": "1",
+            "blocks": "1", "patch_len": "8"},
+    "deepmsi": {"dim": "32", "hidden": "64", "vsc": "frames"},  # the demo's faces video: one vector a frame
 }
 
 

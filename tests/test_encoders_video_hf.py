@@ -106,3 +106,25 @@ def test_missing_weights_is_one_line(tmp_path: Path) -> None:
         assert "\n" not in str(err.value)
     with pytest.raises(UserError, match="output must be"):
         build_encoder("video", "hf-video", {"model": "x", "output": "pooled"})
+
+
+def test_swin_tokens_keep_each_frames_patch_grid(models: dict[str, Path], clip: Path) -> None:
+    from erc.corpus import Corpus
+    from erc.extract.provenance import group_attrs
+
+    enc = build_encoder("video", "hf-video", {"model": str(models["swin"]), "frames": "3", "tokens": "true"})
+    out = _encode(enc, clip)
+    assert enc.frame_tokens == 16 and enc.dim == 16  # 32 px / patch 4 = 8 x 8, one merge -> 4 x 4 tokens
+    per_frame = build_encoder("video", "hf-video", {"model": str(models["swin"]), "frames": "3"})
+    ref = _encode(per_frame, clip)
+    for o, r in zip(out, ref):
+        assert o.frames.shape == (3 * 16, 16) and o.frames.dtype == np.float16
+        np.testing.assert_allclose(o.pooled, r.pooled, atol=1e-5)  # pooled is unchanged
+        # frame-major rows: each frame's 16 tokens average to that frame's pooled output (Swin's pooler)
+        tokens = o.frames.astype(np.float32).reshape(3, 16, 16)
+        np.testing.assert_allclose(tokens.mean(1), r.frames.astype(np.float32), atol=2e-2)
+    corpus = Corpus(name="c", labels=["neu"], utterances=_utts(clip))
+    assert group_attrs(enc, "h", corpus, "cmd")["frame_tokens"] == 16
+    assert "frame_tokens" not in group_attrs(per_frame, "h", corpus, "cmd")
+    with pytest.raises(UserError, match="tokens=true"):
+        build_encoder("video", "hf-video", {"model": "x", "output": "logits", "tokens": "true"})

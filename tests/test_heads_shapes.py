@@ -11,10 +11,13 @@ from erc.heads import HEADS, HeadInputs, build_head, get_head
 
 DIMS = {"text": 8, "audio": 6, "video": 5}
 FRAME_DIMS = {"jfm": {"text": 7, "audio": 4}, "deepmsi": {"video": 5}}
+FRAME_TOKENS = {"deepmsi": {"video": 3}}  # deepmsi reads 3 patch tokens a video frame
 TINY = {
     "matav": {"dim": 16, "hidden": 16, "queue_size": 32, "fusion_layers": 2, "fusion_heads": 2,
               "mamba_layers": 1},
-    "jfm": {"dim": 16, "heads": 2, "patch_len": 2},
+    "jfm": {"text_model": "", "audio_model": "", "layer_dim": 16, "layer_heads": 2, "layer_ff": 32,
+            "extractor_dim": 16, "extractor_heads": 2, "extractor_ff": 32, "extractor_layers": 1,
+            "patch_len": 2, "patch_bins": 2},
     "deepmsi": {"dim": 16, "hidden": 16},
     "mlp": {"hidden": 16},
     "gru": {"hidden": 8, "proj": 16},
@@ -23,9 +26,9 @@ CASES = [(name, v) for name in HEADS for v in get_head(name).variants]
 
 
 def make(name: str, variant: str = "full", dims=DIMS, extra: dict | None = None):
-    frame_dims = FRAME_DIMS.get(name, {})
-    head = build_head(name, HeadInputs(dict(dims), dict(frame_dims), 4), {**TINY[name], **(extra or {})}, variant)
-    return head, random_batch(3, 5, dims, frame_dims, 4, seed=0)
+    frame_dims, tokens = FRAME_DIMS.get(name, {}), FRAME_TOKENS.get(name, {})
+    head = build_head(name, HeadInputs(dict(dims), dict(frame_dims), 4, dict(tokens)), {**TINY[name], **(extra or {})}, variant)
+    return head, random_batch(3, 5, dims, frame_dims, 4, seed=0, frame_tokens=tokens)
 
 
 @pytest.mark.parametrize("name,variant", CASES)

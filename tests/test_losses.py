@@ -91,19 +91,46 @@ def test_supcon_edge_cases() -> None:
     assert float(supcon_loss(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), 0.1)) == 0.0
 
 
-def test_label_aware_contrastive_hand_values() -> None:
+def test_label_aware_contrastive_diagonal_is_not_a_positive() -> None:
+    # every label distinct: the matching pair (the diagonal) is the only same-label column, and the
+    # paper leaves it out, so no row has a positive and the loss is 0 however a and b align
     a, b = t([1, 0], [0, 1]), t([1, 0], [0, 1])
-    # different labels: only the matching pair is positive -> -log(e / (e + 1)), both directions
-    assert float(label_aware_contrastive(a, b, torch.tensor([0, 1]), 1.0)) == pytest.approx(L1E, abs=1e-6)
-    # same label: both candidates positive -> -(1/2)(log(e/(e+1)) + log(1/(e+1))) = log(1+e) - 1/2
-    got = label_aware_contrastive(a, b, torch.tensor([0, 0]), 1.0)
-    assert float(got) == pytest.approx(math.log(1 + math.e) - 0.5, abs=1e-6)
-    # default temperature 0.5 -> logits [2, 0]
-    assert float(label_aware_contrastive(a, b, torch.tensor([0, 1]))) == pytest.approx(math.log(1 + math.exp(-2)), abs=1e-6)
+    assert float(label_aware_contrastive(a, b, torch.tensor([0, 1]), 1.0)) == 0.0
+    assert float(label_aware_contrastive(a, -b, torch.tensor([0, 1]), 1.0)) == 0.0
+
+
+def test_label_aware_contrastive_hand_values() -> None:
+    # rows are a (anchors), columns b. labels [0, 0, 1]: s = a b^T = [[1, 0, 1], [1, 0, 1], [0, 1, 0]]
+    a, b, y = t([1, 0], [1, 0], [0, 1]), t([1, 0], [0, 1], [1, 0]), torch.tensor([0, 0, 1])
+    # row 0: positive s01 = 0, negative s02 = 1 -> log(1 + e); row 1: s10 = 1 vs s12 = 1 -> log 2;
+    # row 2 has no positive (its only same-label column is the diagonal) and is left out
+    want = (math.log(1 + math.e) + math.log(2)) / 2
+    assert float(label_aware_contrastive(a, b, y, 1.0)) == pytest.approx(want, abs=1e-6)
+    # temperature 0.5 (the default) doubles the logits: row 0 -> log(1 + e^2), row 1 -> log 2
+    want = (math.log(1 + math.exp(2)) + math.log(2)) / 2
+    assert float(label_aware_contrastive(a, b, y)) == pytest.approx(want, abs=1e-6)
+    # one direction: swapping the roles of a and b is another loss
+    assert float(label_aware_contrastive(b, a, y, 1.0)) != pytest.approx(float(label_aware_contrastive(a, b, y, 1.0)))
+
+
+def test_label_aware_contrastive_each_positive_against_the_negatives_only() -> None:
+    # labels [0, 0, 0, 1]; s rows 0-2 = [1, 1, 0, 0]. Row 0: positives 1 (s 1) and 2 (s 0), negative 3 (s 0):
+    # (-log(e / (e + 1)) - log(1 / (1 + 1))) / 2; the other positive is not in a positive's denominator
+    a = t([1, 0], [1, 0], [1, 0], [0, 1])
+    b = t([1, 0], [1, 0], [0, 1], [0, 1])
+    row01 = (L1E + math.log(2)) / 2  # rows 0 and 1
+    row2 = L1E  # row 2: positives 0 and 1 (s 1 each), negative 3 (s 0)
+    want = (2 * row01 + row2) / 3  # row 3 has no positive
+    assert float(label_aware_contrastive(a, b, torch.tensor([0, 0, 0, 1]), 1.0)) == pytest.approx(want, abs=1e-6)
 
 
 def test_label_aware_contrastive_empty_and_grad() -> None:
     assert float(label_aware_contrastive(torch.zeros(0, 2), torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))) == 0.0
     a = torch.randn(4, 3, requires_grad=True)
     label_aware_contrastive(a, torch.randn(4, 3), torch.tensor([0, 1, 0, 2])).backward()
-    assert a.grad is not None and torch.isfinite(a.grad).all()
+    assert a.grad is not None and torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+    # one label for all: no negatives, every term is -log(1) = 0, and the gradient stays finite
+    a = torch.randn(3, 3, requires_grad=True)
+    loss = label_aware_contrastive(a, torch.randn(3, 3), torch.tensor([1, 1, 1]))
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-6) and torch.isfinite(a.grad).all()

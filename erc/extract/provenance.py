@@ -24,7 +24,8 @@ def library_versions() -> dict[str, str]:
 
 
 def group_attrs(encoder: Encoder, chash: str, corpus: Corpus, command: str) -> dict[str, Any]:
-    return {
+    tokens = {"frame_tokens": encoder.frame_tokens} if encoder.frame_tokens > 1 else {}  # only where frames hold tokens
+    return {**tokens,
         "encoder_class": type(encoder).__name__,
         "config": encoder.config_dict(),
         "config_hash": chash,

@@ -27,6 +27,11 @@ class GroupInfo:
     n_present: int
     attrs: dict[str, Any]
 
+    @property
+    def frame_tokens(self) -> int:
+        """Rows of ``frames`` per step (the ``frame_tokens`` attribute; 1 when absent)."""
+        return int(self.attrs.get("frame_tokens", 1))
+
 
 def _decode(arr: np.ndarray) -> list[str]:
     return [x.decode() if isinstance(x, bytes) else str(x) for x in arr]

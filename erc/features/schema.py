@@ -12,7 +12,9 @@ that cross into it from stage 1 (the utterance table and one utterance's feature
     present                         [N]   bool, False where media was missing or failed
     status                          [N]   str, "ok" | "missing: why" | "failed: why"
     attrs: encoder, modality, dim, frame_dim, config (JSON), config_hash, provenance (JSON),
-           library_versions (JSON), command, manifest_hash, created
+           library_versions (JSON), command, manifest_hash, created; frame_tokens (only where
+           each step of ``frames`` is K rows, e.g. a video frame's K patch tokens: utterance i's
+           rows are frame-major, ``[T_i * K, F]``; absent = 1 row a step)
 ```
 Rows are in the corpus's utterance order (dialogues in order, turns in order). An extraction in
 progress keeps its journal beside the cache, in ``<cache>.parts/`` (:mod:`erc.features.journal`).

@@ -54,11 +54,14 @@ class HeadInputs:
     pooled_dims: modality -> D_m of the pooled vectors (only the modalities in use).
     frame_dims:  modality -> F_m of the frames (only for modalities whose frames the head uses).
     n_classes:   number of labels.
+    frame_tokens: modality -> K where K consecutive frame rows make one step (a video frame's
+                 patch tokens, frame-major: an utterance's frames are ``[T * K, F_m]``); absent = 1.
     """
 
     pooled_dims: dict[str, int]
     frame_dims: dict[str, int]
     n_classes: int
+    frame_tokens: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,6 +79,9 @@ class Head(nn.Module):
 
     Subclasses define ``Config`` (a dataclass), ``variants`` (ablation name -> config overrides)
     and ``forward``. ``frames_for(config, modalities)`` says which modalities' frames to load.
+    ``resolved`` (what the head resolved when built, e.g. which pre-trained weights it loaded) and
+    ``warnings`` (what it could not do as configured) are recorded in a run's ``config.json`` and
+    ``metrics.json``; the warnings are also printed.
     """
 
     Config: ClassVar[type]
@@ -85,6 +91,8 @@ class Head(nn.Module):
         super().__init__()
         self.config = config
         self.inputs = inputs
+        self.resolved: dict[str, Any] = {}
+        self.warnings: list[str] = []
 
     @classmethod
     def frames_for(cls, config: Any, modalities: list[str]) -> list[str]:

@@ -110,13 +110,14 @@ class TokenFusion(nn.Module):
 
 
 class CrossAttentionLayer(nn.Module):
-    """Pre-norm cross-modal attention: ``x [N, T, D]`` attends to ``ctx [N, S, D]`` (keys masked by
-    ``ctx_valid [N, S]``), then a feed-forward block; both residual."""
+    """Pre-norm cross-modal attention: ``x [N, T, D]`` attends to ``ctx [N, S, D_ctx]`` (keys masked
+    by ``ctx_valid [N, S]``; ``ctx_dim`` = D_ctx, default D), then a feed-forward block; both residual."""
 
-    def __init__(self, dim: int, heads: int, dropout: float, ff_mult: int = 2) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, ff_mult: int = 2, ctx_dim: int | None = None) -> None:
         super().__init__()
-        self.nq, self.nk, self.nf = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        ctx_dim = ctx_dim or dim
+        self.nq, self.nk, self.nf = nn.LayerNorm(dim), nn.LayerNorm(ctx_dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True, kdim=ctx_dim, vdim=ctx_dim)
         self.ff = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Dropout(dropout),
                                 nn.Linear(ff_mult * dim, dim))
         self.drop = nn.Dropout(dropout)

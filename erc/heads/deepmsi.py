@@ -1,21 +1,61 @@
 """DeepMSI-MER: semantic-guided visual sequence compression, TCN, label-aware contrastive loss.
 
-Per utterance (no dialogue context): text and audio pooled vectors -> semantic vector ``s``.
-Visual sequence compression (VSC) over the video frames ``[T, F_v]`` (projected to ``dim``):
-relevance w = softmax_t(cos(f_t, s) / τ_vsc) over real frames; frames with
-``w_t >= vsc_threshold / T_real`` are relevant (the best frame always is); each irrelevant frame is
-merged (averaged) into its most similar relevant frame; relevant frames keep their temporal
-order, compacted to the left. A straight-through factor w_t / sg(w_t) (value 1) lets the
-gradient reach the semantic path. A TCN (causal, dilations 1/2/4, kernel 3) runs over the
-compressed sequence; its last real step is the video vector. Text, audio and video are projected
-to 256; loss = CE + 0.5 (LAC(v, t) + LAC(v, a)) with temperature 0.5; an MLP classifies the
-concatenation. Unpublished (ours): τ_vsc 0.1, threshold 1.0 x uniform, frame width 256.
+Per utterance (no dialogue context). Paper (``../shared/papers/deepmsi_mer.txt``; its formulas
+were lost in extraction, so each is read from the prose quoted) / erc / why, point by point:
+
+1. Semantic vector. Paper: "we fuse the audio semantic feature with the text semantic feature to
+   generate the high-level semantic feature" (fine-tuned BERT and Wav2Vec). erc: the cached text
+   and audio pooled vectors, each through an MLP to ``dim`` (256), concatenated, one linear layer
+   -> ``s``. Why: the encoders are frozen in erc's two stages; the fusion layer is unpublished.
+2. Eq. 1. Paper: "By applying average pooling to the visual sequence in the Swin Transformer, we
+   obtain the visual semantic feature [...] [F] represents the weighted sum of the high-level
+   semantic feature and the visual semantic feature". erc: per frame,
+   ``F = w s + (1 - w) v̄`` with v̄ the mean of that frame's projected patch tokens and
+   ``w = semantic_weight`` (0.5, ours: the weights are not given); with neither text nor audio,
+   ``F = v̄``.
+3. Eq. 2 and the split. Paper: similarity of the broadcast F with the visual sequence, with a
+   temperature, "based on the similarity sequence and the similarity threshold, the visual sequence
+   is divided into relevant sequences and irrelevant sequences". erc: over the K tokens of one
+   frame, ``a = softmax_k(cos(x_k, F) / vsc_temperature)``; token k is relevant when
+   ``a_k >= vsc_threshold / K_real`` (the best token always is). Temperature 0.1 and threshold
+   1.0 x uniform are ours (unpublished).
+4. Eq. 3. Paper: "compute the similarity between [irrelevant] and [relevant], and fuse the
+   information of [the irrelevant token] with the highest similarity corresponding [relevant
+   token]; [...] λ is the fusion threshold; L is the length of the non-relevant sequence". erc:
+   each irrelevant token i goes to its most cosine-similar relevant token r(i) when that
+   similarity is at least ``fuse_threshold`` (λ, 0.0, ours), and
+   ``x_r <- x_r + (1 / L) Σ_{i : r(i) = r} x_i`` with L the frame's number of irrelevant tokens;
+   the relevant tokens are the compressed sequence. A straight-through factor ``a / sg(a)``
+   (value 1) on the token values lets the gradient reach ``s`` through the hard selection (ours:
+   the paper does not say how its selection is trained).
+5. Where. Paper: the compression module sits inside the Swin ("VSC-Swin [...] adding a visual
+   compression module to the original Swin-Transformer architecture, while layer normalization
+   (LN) is applied"), per frame. erc: on the cached last-stage patch tokens of each frame
+   (``erc extract --video <swin> --set video.tokens=true``: Swin-tiny's 7 x 7 = 49 tokens a
+   frame, stored ``[T * 49, D]`` with the group attribute ``frame_tokens``), then a LayerNorm and
+   the mean of the kept tokens -> one vector per frame. Why: the Swin is frozen and run once at
+   extraction; the layers after the compression point do not run on the compressed tokens.
+   ``vsc="frames"`` (variant ``frames``): the same compression across an utterance's frame
+   vectors instead (erc's earlier reading; any per-frame cache, e.g. ``faces``), ``vsc="none"``
+   (``no-vsc``): no compression.
+6. TCN. Paper: "TCN [...] dilated convolution", 15 frames. erc: causal dilated Conv1d blocks,
+   dilations 1/2/4, kernel 3, over the frame vectors; the last real step is the video vector.
+   The frame count is the extraction's (``--set video.frames=15``).
+7. Late fusion. Paper: "low-dimensional mapping on the original text, audio, and video features
+   [...] comparing the mapped text and audio features with the video mapped features" (Eq. 5);
+   loss (Eq. 7) = weighted CE + weighted contrastive loss. erc: projections to 256; loss =
+   CE + ``contrastive_weight`` (0.5) x (LAC(v, t) + LAC(v, a)), LAC = :func:`label_aware_contrastive`
+   (rows = video, the diagonal neither positive nor negative, temperature 0.5), training only;
+   an MLP classifies ``[t; a; v]``. The weights and temperature are not in the extracted text.
+8. Protocol: the paper's numbers are 10-fold CV over pooled utterances
+   (``--folds 10 --fold-grouping utterance``, which leaks dialogue context; see
+   :mod:`erc.train.folds`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -23,7 +63,7 @@ from torch.nn import functional as F
 
 from erc.errors import UserError
 from erc.heads.base import DialogueBatch, Head, HeadInputs, HeadOutput
-from erc.heads.blocks import TCN, mlp
+from erc.heads.blocks import TCN, masked_mean, mlp
 from erc.heads.losses import label_aware_contrastive
 
 
@@ -31,9 +71,11 @@ from erc.heads.losses import label_aware_contrastive
 class DeepMSIConfig:
     dim: int = 256  # projection width (paper: 256)
     hidden: int = 256  # MLP classifier width
-    use_vsc: bool = True
+    vsc: Literal["tokens", "frames", "none"] = "tokens"  # compress each frame's tokens / across frames / not
+    semantic_weight: float = 0.5  # Eq. 1: F = w s + (1 - w) v̄ (ours)
     vsc_temperature: float = 0.1
-    vsc_threshold: float = 1.0  # relevant if softmax weight >= threshold / number of real frames
+    vsc_threshold: float = 1.0  # relevant if softmax weight >= threshold / number of real tokens
+    fuse_threshold: float = 0.0  # Eq. 3's λ: fuse an irrelevant token when its best cosine >= λ
     tcn_kernel: int = 3
     tcn_dilations: tuple[int, ...] = (1, 2, 4)
     use_contrastive: bool = True
@@ -42,36 +84,42 @@ class DeepMSIConfig:
     dropout: float = 0.1
 
 
-def compress(frames: torch.Tensor, valid: torch.Tensor, sem: torch.Tensor, temperature: float,
-             threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Semantic-guided visual sequence compression, batched.
+def compress(x: torch.Tensor, valid: torch.Tensor, guide: torch.Tensor, temperature: float,
+             threshold: float, fuse_threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Semantic-guided sequence compression (items 3-4 of the module docstring), batched.
 
-    frames ``[N, T, D]``, valid ``[N, T]``, sem ``[N, D]`` -> (compressed ``[N, T, D]``, its
-    validity ``[N, T]``), relevant frames (merged with their irrelevant neighbours) compacted left.
+    x ``[M, S, D]`` (M sequences of S tokens or frames), valid ``[M, S]``, guide ``[M, D]`` (Eq. 1's
+    F) -> (compressed ``[M, S, D]``, validity ``[M, S]``): the relevant positions, each plus
+    ``1/L`` x the irrelevant ones fused into it, compacted to the left in their order; the rest zero.
     """
-    N, T, _ = frames.shape
-    f = F.normalize(frames, dim=-1)
-    logits = torch.einsum("ntd,nd->nt", f, F.normalize(sem, dim=-1)) / temperature
-    w = logits.masked_fill(~valid, float("-inf")).softmax(-1).nan_to_num(0.0)  # [N, T]
+    M, S, _ = x.shape
+    f = F.normalize(x, dim=-1)
+    logits = torch.einsum("msd,md->ms", f, F.normalize(guide, dim=-1)) / temperature
+    a = logits.masked_fill(~valid, float("-inf")).softmax(-1).nan_to_num(0.0)  # [M, S]
     n_real = valid.sum(-1, keepdim=True).clamp(min=1)
-    best = F.one_hot(w.argmax(-1), T).bool()
-    relevant = valid & ((w >= threshold / n_real) | best)  # [N, T]
-    sim = torch.einsum("ntd,nsd->nts", f, f).masked_fill(~relevant[:, None, :], float("-inf"))
-    target = torch.where(relevant, torch.arange(T, device=frames.device).expand(N, T), sim.argmax(-1))
-    assign = F.one_hot(target, T).to(frames.dtype) * valid.unsqueeze(-1).to(frames.dtype)  # [N, T(src), T(dst)]
-    st = (w / w.detach().clamp(min=1e-12)).masked_fill(~valid, 0.0)  # value 1 on real frames
-    merged = torch.einsum("nts,ntd->nsd", assign, frames * st.unsqueeze(-1))
-    merged = merged / assign.sum(1).clamp(min=1.0).unsqueeze(-1)  # mean of each group
-    order = torch.argsort((~relevant).long() * T + torch.arange(T, device=frames.device), dim=-1)
-    out = torch.gather(merged, 1, order.unsqueeze(-1).expand_as(merged))
-    new_valid = torch.arange(T, device=frames.device)[None, :] < relevant.sum(-1, keepdim=True)
+    best = F.one_hot(a.argmax(-1), S).bool()
+    relevant = valid & ((a >= threshold / n_real) | best)  # [M, S]
+    irrelevant = valid & ~relevant
+    sim = torch.einsum("msd,mrd->msr", f, f).masked_fill(~relevant[:, None, :], float("-inf"))  # [M, S(src), S(dst)]
+    top, target = sim.max(-1)  # each position's most similar relevant position
+    fused = irrelevant & (top >= fuse_threshold)
+    st = torch.where(valid & (a > 0), a / a.detach().clamp(min=1e-30), torch.ones_like(a))  # value 1, gradient to a
+    xs = x * st.unsqueeze(-1)
+    n_irr = irrelevant.sum(-1, keepdim=True).clamp(min=1).to(x.dtype)  # L
+    weight = fused.to(x.dtype) / n_irr  # [M, S]: 1/L for fused irrelevant positions
+    assign = F.one_hot(target, S).to(x.dtype) * weight.unsqueeze(-1)  # [M, S(src), S(dst)]
+    out = xs * relevant.unsqueeze(-1).to(x.dtype) + torch.einsum("msr,msd->mrd", assign, xs)
+    order = torch.argsort((~relevant).long() * S + torch.arange(S, device=x.device), dim=-1)
+    out = torch.gather(out, 1, order.unsqueeze(-1).expand_as(out))
+    new_valid = torch.arange(S, device=x.device)[None, :] < relevant.sum(-1, keepdim=True)
     return out * new_valid.unsqueeze(-1).to(out.dtype), new_valid
 
 
 class DeepMSI(Head):
     Config: ClassVar[type] = DeepMSIConfig
     variants: ClassVar[dict[str, dict[str, Any]]] = {
-        "full": {}, "no-vsc": {"use_vsc": False}, "no-contrastive": {"use_contrastive": False},
+        "full": {}, "frames": {"vsc": "frames"}, "no-vsc": {"vsc": "none"},
+        "no-contrastive": {"use_contrastive": False},
     }
 
     @classmethod
@@ -81,20 +129,61 @@ class DeepMSI(Head):
     def __init__(self, config: DeepMSIConfig, inputs: HeadInputs) -> None:
         super().__init__(config, inputs)
         c = config
+        if c.vsc not in ("tokens", "frames", "none"):
+            raise UserError(f"deepmsi: vsc must be tokens, frames or none; got {c.vsc!r}")
         if "video" not in inputs.frame_dims:
             raise UserError("deepmsi needs video frame features (select the video modality with frames)")
+        self.tokens = int(inputs.frame_tokens.get("video", 1))
+        if c.vsc == "tokens" and self.tokens < 2:
+            raise UserError("deepmsi compresses each video frame's patch tokens (the paper's VSC inside the Swin), "
+                            "but this cache keeps one vector per frame: extract with `--video <hf image model> --set "
+                            "video.tokens=true`, or use --variant frames (compression across frames)")
         self.mods = [m for m in ("text", "audio") if m in inputs.pooled_dims]
         self.frame_in = nn.Linear(inputs.frame_dims["video"], c.dim)
         self.proj = nn.ModuleDict({m: mlp(inputs.pooled_dims[m], c.dim, c.dim, c.dropout) for m in self.mods})
         if self.mods:
             self.semantic = nn.Linear(len(self.mods) * c.dim, c.dim)
+        self.vsc_norm = nn.LayerNorm(c.dim)
         self.tcn = TCN(c.dim, tuple(c.tcn_dilations), c.tcn_kernel, c.dropout)
         self.proj_v = nn.Linear(c.dim, c.dim)
         n_in = (len(self.mods) + 1) * c.dim
         self.classifier = nn.Sequential(nn.Dropout(c.dropout), mlp(n_in, c.hidden, inputs.n_classes, c.dropout))
 
+    def _guide(self, sem: torch.Tensor | None, vbar: torch.Tensor) -> torch.Tensor:
+        """Eq. 1: ``w s + (1 - w) v̄`` (``v̄`` alone without a semantic vector); shapes ``[..., dim]``."""
+        if sem is None:
+            return vbar
+        w = self.config.semantic_weight
+        return w * sem.expand_as(vbar) + (1.0 - w) * vbar
+
+    def frame_vectors(self, frames: torch.Tensor, fmask: torch.Tensor,
+                      sem: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames ``[N, R, F_v]`` (R = T * K rows, frame-major), fmask ``[N, R]``, sem ``[N, dim]`` or
+        None -> (frame vectors ``[N, T', dim]``, their validity ``[N, T']``) after the compression."""
+        c, K = self.config, self.tokens
+        N, R, _ = frames.shape
+        pad = (-R) % K
+        x = self.frame_in(F.pad(frames, (0, 0, 0, pad)))
+        vm = F.pad(fmask, (0, pad))
+        T = x.shape[1] // K
+        x, vm = x.view(N, T, K, c.dim), vm.view(N, T, K)
+        valid = vm.any(-1)  # [N, T]
+        if c.vsc == "tokens":
+            vbar = masked_mean(x, vm)  # [N, T, dim] each frame's average-pooled tokens
+            guide = self._guide(None if sem is None else sem[:, None, :], vbar)
+            xc, vc = compress(x.reshape(N * T, K, c.dim), vm.reshape(N * T, K), guide.reshape(N * T, c.dim),
+                              c.vsc_temperature, c.vsc_threshold, c.fuse_threshold)
+            out = masked_mean(self.vsc_norm(xc), vc).view(N, T, c.dim)
+            return out * valid.unsqueeze(-1).to(out.dtype), valid
+        out = masked_mean(x, vm)  # [N, T, dim]; K = 1: the frames themselves
+        if c.vsc == "frames":
+            guide = self._guide(sem, masked_mean(out, valid))
+            out, valid = compress(out, valid, guide, c.vsc_temperature, c.vsc_threshold, c.fuse_threshold)
+            out = self.vsc_norm(out) * valid.unsqueeze(-1).to(out.dtype)
+        return out * valid.unsqueeze(-1).to(out.dtype), valid
+
     def forward(self, batch: DialogueBatch) -> HeadOutput:
-        """pooled text/audio ``[B, L, D_m]``, frames video ``[B, L, T, F_v]`` -> logits ``[B, L, C]``."""
+        """pooled text/audio ``[B, L, D_m]``, frames video ``[B, L, T*K, F_v]`` -> logits ``[B, L, C]``."""
         c = self.config
         if "video" not in batch.frames:
             raise UserError("deepmsi needs video frames in the batch")
@@ -102,12 +191,8 @@ class DeepMSI(Head):
         pres = {m: batch.present[m][mask] for m in [*self.mods, "video"] if m in batch.present}
         vec = {m: self.proj[m](batch.pooled[m][mask]) * pres[m].unsqueeze(-1).to(batch.pooled[m].dtype)
                for m in self.mods}  # [N, dim]
-        fv = batch.frame_mask["video"][mask]  # [N, T]
-        frames = self.frame_in(batch.frames["video"][mask])
-        frames = frames * fv.unsqueeze(-1).to(frames.dtype)  # [N, T, dim]
-        if c.use_vsc and self.mods:
-            sem = self.semantic(torch.cat([vec[m] for m in self.mods], dim=-1))
-            frames, fv = compress(frames, fv, sem, c.vsc_temperature, c.vsc_threshold)
+        sem = self.semantic(torch.cat([vec[m] for m in self.mods], dim=-1)) if self.mods else None
+        frames, fv = self.frame_vectors(batch.frames["video"][mask], batch.frame_mask["video"][mask], sem)
         has_v = fv.any(-1) & pres.get("video", fv.any(-1))
         video = self.proj_v(self.tcn.last(frames, fv)) * has_v.unsqueeze(-1).to(frames.dtype)
         logits_n = self.classifier(torch.cat([*(vec[m] for m in self.mods), video], dim=-1))
@@ -128,4 +213,3 @@ class DeepMSI(Head):
             if terms:
                 aux = c.contrastive_weight * torch.stack(terms).sum()
         return HeadOutput(logits=logits, aux_loss=aux, parts=parts)
-

@@ -165,27 +165,45 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     return per_anchor.mean()
 
 
-def _cross_label_nce(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
-    logits = a @ b.t() / temperature  # [N, N]: anchor a_i against every b_j
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    pos = labels[:, None] == labels[None, :]  # includes j = i
-    return (-(log_prob * pos).sum(1) / pos.sum(1)).mean()
-
-
 def label_aware_contrastive(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor,
                             temperature: float = 0.5) -> torch.Tensor:
-    """Cross-modal label-aware contrastive loss (DeepMSI-MER), symmetric.
+    """Cross-modal label-aware contrastive loss, as DeepMSI-MER's Sec. 3.2 states it (Eq. 5).
 
-    a, b: ``[N, D]`` two modalities of the same N utterances (L2-normalised here); labels ``[N]``.
-    With s_ij = a_i·b_j / τ and P(i) = {j : y_j = y_i} (the matching pair j = i included):
+    a: ``[N, D]`` anchors (the rows of the similarity matrix: DeepMSI's mapped video features),
+    b: ``[N, D]`` the other modality of the same N utterances (the columns: mapped text or audio),
+    both L2-normalised here; labels ``[N]``. With s_ij = a_i·b_j / τ, positives
+    P(i) = {j ≠ i : y_j = y_i} and negatives Q(i) = {j : y_j ≠ y_i}:
 
-        L(a→b) = mean_i  -1/|P(i)| Σ_{p ∈ P(i)} log( exp(s_ip) / Σ_j exp(s_ij) )
-        loss   = (L(a→b) + L(b→a)) / 2
+        ℓ_i  = 1/|P(i)| Σ_{p ∈ P(i)} -log( exp(s_ip) / (exp(s_ip) + Σ_{q ∈ Q(i)} exp(s_iq)) )
+        loss = mean over the rows i with |P(i)| > 0 of ℓ_i
 
-    Returns 0 when N == 0.
+    The paper, point by point: "the similarities of the negative samples in each row are
+    accumulated and computed with the positive samples" -> each positive against the sum over the
+    row's negatives (other positives are not in its denominator); "the loss values for each row are
+    accumulated and divided by [the number of positives] (since the diagonal of the similarity
+    matrix represents the self-similarity of samples with the same label, which should not be
+    included in the loss computation)" -> the diagonal j = i is neither a positive nor a negative;
+    "the final loss is obtained by averaging the loss values of all rows" -> the mean over rows (a
+    row without positives has no term and is left out of the mean). One direction, rows = ``a``.
+    Returns 0 (with a graph to a and b) when no row has a positive.
     """
-    if a.shape[0] == 0:
-        return _zero(a) + _zero(b)
+    zero = _zero(a) + _zero(b)
+    n = a.shape[0]
+    if n < 2:
+        return zero
     a = F.normalize(a, dim=-1)
     b = F.normalize(b, dim=-1)
-    return 0.5 * (_cross_label_nce(a, b, labels, temperature) + _cross_label_nce(b, a, labels, temperature))
+    sim = a @ b.t() / temperature  # [N, N]
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(n, dtype=torch.bool, device=a.device)
+    pos = same & ~eye
+    neg = ~same
+    # log(exp(s_ip) + Σ_q exp(s_iq)) for every (i, p): logaddexp of s_ip and the row's negative log-sum-exp
+    neg_lse = torch.logsumexp(sim.masked_fill(~neg, float("-inf")), dim=1, keepdim=True)  # [N, 1]; -inf without negatives
+    per_pair = torch.logaddexp(sim, neg_lse) - sim  # [N, N]: -log(exp(s_ij) / (exp(s_ij) + Σ_q exp(s_iq)))
+    n_pos = pos.sum(1)
+    rows = n_pos > 0
+    if not bool(rows.any()):
+        return zero
+    per_row = per_pair.masked_fill(~pos, 0.0).sum(1)[rows] / n_pos[rows]
+    return per_row.mean()

@@ -72,7 +72,8 @@ class DialogueData:
     modalities: modality -> encoder group (None: the cache's only / first group), or a list of
         modalities. ``t``/``a``/``v`` are accepted.
     frames: modalities whose frame sequences to load (a head's ``frames_for``).
-    max_frames: keep at most the first ``max_frames`` frames of each utterance.
+    max_frames: keep at most the first ``max_frames`` frames of each utterance (steps: a group
+        whose ``frame_tokens`` is K keeps ``max_frames * K`` rows).
     folds: replace the cache's splits by fold ``folds.fold`` of a k-fold CV (:meth:`for_fold`
         gives the other folds of the same data without reading the cache again).
     dev_fraction: when the cache has no dev split, that fraction of train dialogues becomes dev.
@@ -100,6 +101,7 @@ class DialogueData:
         self.cache_path = fc.path
         self.cache_attrs = fc.attrs
         self.folds = folds
+        self.dev_fraction = dev_fraction
         self.labels: list[str] = fc.labels
         self.encoders = resolve_encoders(fc, modalities)
         self.groups = {m: fc.group(m, e) for m, e in self.encoders.items()}
@@ -125,7 +127,8 @@ class DialogueData:
         self.speakers = torch.from_numpy(speakers)
 
         splits = np.asarray(cols["split"], dtype=object)
-        splits = fold_splits(dlg_codes, folds) if folds is not None else carve_dev(splits, dlg_codes, dev_fraction)
+        splits = (fold_splits(dlg_codes, folds, self.dialogue_names, dev_fraction) if folds is not None
+                  else carve_dev(splits, dlg_codes, dev_fraction))
         self.set_splits(splits)
 
         self.pooled = {m: torch.from_numpy(fc.pooled(m, e)) for m, e in self.encoders.items()}
@@ -138,13 +141,14 @@ class DialogueData:
             got = fc.frames(m, self.encoders[m])
             if got is None:
                 raise UserError(f"this head needs {m} frames, but {m}/{self.encoders[m]} in {fc.path} kept none")
-            self.frames[m] = _truncate(got[0], got[1], max_frames)
+            k = self.groups[m].frame_tokens  # rows a step (a video frame's patch tokens), whole steps kept
+            self.frames[m] = _truncate(got[0], got[1], max_frames * k if max_frames is not None else None)
 
     def for_fold(self, spec: FoldSpec) -> DialogueData:
         """The same data (tensors shared, not copied) with the splits of fold ``spec``."""
         view = copy.copy(self)
         view.folds = spec
-        view.set_splits(fold_splits(self.dialogue_codes, spec))
+        view.set_splits(fold_splits(self.dialogue_codes, spec, self.dialogue_names, self.dev_fraction))
         return view
 
     def provenance(self) -> dict[str, Any]:
@@ -175,6 +179,7 @@ class DialogueData:
             pooled_dims={m: g.dim for m, g in self.groups.items()},
             frame_dims={m: int(f.data.shape[1]) for m, f in self.frames.items()},
             n_classes=len(self.labels),
+            frame_tokens={m: self.groups[m].frame_tokens for m in self.frames if self.groups[m].frame_tokens > 1},
         )
 
     def utterances_in(self, split: str) -> np.ndarray:

@@ -3,7 +3,7 @@
 K-fold CV (fold ``k`` of ``K``): fold ``k`` is test, fold ``(k + 1) % K`` is dev (model
 selection), the remaining ``K - 2`` folds are train. The cache's own splits are ignored.
 
-Two groupings:
+Three groupings:
 
 - ``"dialogue"`` (default): whole dialogues are assigned to folds, so no dialogue (and no
   context) is shared between train and test.
@@ -12,10 +12,17 @@ Two groupings:
   turn), but each utterance's label only counts in its own fold's split. This leaks dialogue
   context and speakers across folds (a test utterance's neighbours are trained on), so its
   numbers are not comparable with dialogue-grouped or official-split numbers.
+- ``"session"``: leave-one-session-out, IEMOCAP's standard alternative protocol: one fold per
+  recording session (``K`` = the number of sessions, 5 for IEMOCAP), fold ``k`` tests on the
+  ``k``-th session (in sorted order) and trains on the others, with ``dev_fraction`` of the
+  training sessions' dialogues carved out as dev (by dialogue, as :func:`carve_dev`). A dialogue's
+  session is read from its id, ``Ses01F_impro01`` -> 1 (``SESSION_ID``): IEMOCAP's ids, as both the
+  ``iemocap`` reader and the IEMOCAP manifest keep them.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -24,7 +31,9 @@ import numpy as np
 
 from erc.errors import UserError
 
-Grouping = Literal["dialogue", "utterance"]
+Grouping = Literal["dialogue", "utterance", "session"]
+GROUPINGS = ("dialogue", "utterance", "session")
+SESSION_ID = re.compile(r"^Ses(?:sion)?0*(\d+)", re.IGNORECASE)  # Ses01F_impro01 -> 1
 
 LEAK_WARNING = (
     "fold grouping 'utterance' pools utterances across dialogues (DeepMSI-MER's protocol): "
@@ -47,16 +56,46 @@ class FoldSpec:
             raise UserError(f"--folds must be at least 3 (test, dev and train folds); got {self.n_folds}")
         if not 0 <= self.fold < self.n_folds:
             raise UserError(f"fold {self.fold} is outside 0..{self.n_folds - 1}")
-        if self.grouping not in ("dialogue", "utterance"):
-            raise UserError(f"fold grouping must be 'dialogue' or 'utterance'; got {self.grouping!r}")
+        if self.grouping not in GROUPINGS:
+            raise UserError(f"fold grouping must be one of {', '.join(GROUPINGS)}; got {self.grouping!r}")
 
 
-def fold_splits(dialogue_codes: np.ndarray, spec: FoldSpec) -> np.ndarray:
+def session_of(dialogue_names: list[str] | np.ndarray) -> np.ndarray:
+    """``[D]`` int: the recording session of each dialogue, read from its id (``SESSION_ID``)."""
+    out = np.empty(len(dialogue_names), dtype=np.int64)
+    for i, name in enumerate(dialogue_names):
+        m = SESSION_ID.match(str(name))
+        if m is None:
+            raise UserError(f"session folds need IEMOCAP dialogue ids that start with the session "
+                            f"(Ses01F_impro01); dialogue {name!r} does not")
+        out[i] = int(m.group(1))
+    return out
+
+
+def _session_splits(dialogue_codes: np.ndarray, spec: FoldSpec, dialogue_names: list[str] | np.ndarray | None,
+                    dev_fraction: float) -> np.ndarray:
+    if dialogue_names is None:
+        raise ValueError("session folds need the dialogue names")
+    sessions = session_of(dialogue_names)
+    found = sorted(set(sessions.tolist()))
+    if len(found) != spec.n_folds:
+        raise UserError(f"leave-one-session-out needs one fold per session: the cache has {len(found)} "
+                        f"session(s) ({', '.join(map(str, found))}), not {spec.n_folds}")
+    test = sessions[dialogue_codes] == found[spec.fold]
+    out = np.where(test, "test", "train").astype(object)
+    return carve_dev(out, dialogue_codes, dev_fraction, spec.seed)
+
+
+def fold_splits(dialogue_codes: np.ndarray, spec: FoldSpec, dialogue_names: list[str] | np.ndarray | None = None,
+                dev_fraction: float = 0.1) -> np.ndarray:
     """Split names for every utterance under ``spec``.
 
-    dialogue_codes: ``[N]`` int, the dialogue index of each utterance.
-    Returns ``[N]`` object array of "train" / "dev" / "test".
+    dialogue_codes: ``[N]`` int, the dialogue index of each utterance; dialogue_names: ``[D]``
+    the dialogue ids by code (needed by session folds, whose dev is ``dev_fraction`` of the
+    training dialogues). Returns ``[N]`` object array of "train" / "dev" / "test".
     """
+    if spec.grouping == "session":
+        return _session_splits(dialogue_codes, spec, dialogue_names, dev_fraction)
     rng = np.random.default_rng(spec.seed)
     if spec.grouping == "utterance":
         warnings.warn(LEAK_WARNING, stacklevel=2)

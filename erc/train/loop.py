@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence
@@ -233,7 +234,10 @@ def train_run(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | None 
         head = spec.build(inputs).to(device)
         config = {**identity, "head_config": config_dict(getattr(head, "config", spec.config)), "overrides": spec.overrides,
                   "config_hash": chash, "inputs": asdict(inputs), "labels": data.labels, "modalities": list(encoders),
-                  "run_dir": str(out), "device": str(device)}
+                  "run_dir": str(out), "device": str(device),
+                  "head_resolved": getattr(head, "resolved", {}), "warnings": list(getattr(head, "warnings", []))}
+        for w in config["warnings"]:
+            warnings.warn(w, stacklevel=2)
         write_json(out / "config.json", config)
         write_json(out / "provenance.json", prov)
         result = _fit(head, data, cfg, device, out, config, progress)
@@ -289,6 +293,7 @@ def _fit(head: Head, data: DialogueData, cfg: TrainConfig, device: torch.device,
     metrics = {"best_epoch": best_epoch, "epochs_run": len(rows_log), "selection": "best dev weighted_f1",
                "seed": cfg.seed, "head": config["head"], "variant": config["variant"], "modalities": config["modalities"],
                "mamba_backend": mamba_backends(head), "train_time_s": time.time() - t_start,
+               "warnings": config.get("warnings", []),
                "dev": scored["dev"], "test": scored["test"]}
     write_json(out / "metrics.json", metrics)
     return RunResult(out, config["config_hash"], best_epoch, scored["dev"], scored["test"], extra={"mamba_backend": metrics["mamba_backend"]})

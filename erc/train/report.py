@@ -46,6 +46,8 @@ def _protocol(cfg: dict[str, Any]) -> str:
     folds = cfg.get("folds")
     if not folds:
         return "official split"
+    if folds.get("grouping") == "session":
+        return f"leave-one-session-out ({folds['n_folds']} folds)"
     note = " (pooled: leaks context)" if folds.get("grouping") == "utterance" else ""
     return f"{folds['n_folds']}-fold by {folds['grouping']}{note}"
 

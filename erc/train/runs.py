@@ -96,6 +96,10 @@ def check_compatible(run: LoadedRun, fc: FeatureCache) -> None:
         fwant = run.inputs.frame_dims.get(m)
         if fwant is not None and g.frame_dim != fwant:
             raise UserError(f"{fc.path} has {m}/{enc} frames of dim {g.frame_dim}, but {where} was trained on {fwant}")
+        kwant = run.inputs.frame_tokens.get(m, 1)
+        if fwant is not None and g.frame_tokens != kwant:
+            raise UserError(f"{fc.path} has {m}/{enc} frames of {g.frame_tokens} row(s) a step, but {where} was "
+                            f"trained on {kwant} (e.g. patch tokens per video frame)")
         trained = run.provenance.get("groups", {}).get(m, {}).get("attrs", {}).get("config_hash")
         have_hash = g.attrs.get("config_hash")
         if trained and have_hash and trained != have_hash:

@@ -15,7 +15,7 @@ from rich.progress import Progress
 from erc.errors import UserError
 from erc.heads.registry import HeadSpec
 from erc.train.dialogues import DialogueData
-from erc.train.folds import LEAK_WARNING, FoldSpec, Grouping
+from erc.train.folds import GROUPINGS, LEAK_WARNING, FoldSpec, Grouping, session_of
 from erc.train.loop import RunResult, TrainConfig, load_data, train_run
 from erc.train.metrics import aggregate
 from erc.train.progress import progress_bar
@@ -69,7 +69,8 @@ def cross_validate(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | 
     """K-fold CV under ``out_dir/fold<k>/``: fold k is test, fold k+1 dev, the rest train.
 
     ``grouping="utterance"`` is DeepMSI-MER's pooled protocol (leaks context; see
-    :mod:`erc.train.folds`); the summary records the grouping and the warning.
+    :mod:`erc.train.folds`); the summary records the grouping and the warning. ``"session"`` is
+    leave-one-session-out (``folds`` = the number of sessions; fold k tests on the k-th session).
     """
     base = train_cfg or TrainConfig()
     out = Path(out_dir)
@@ -88,16 +89,22 @@ def run_sweep(cache: str | Path, spec: HeadSpec, modalities: Mapping[str, str | 
               train_cfg: TrainConfig, out_dir: str | Path, seeds: int, folds: int | None = None,
               grouping: Grouping = "dialogue", progress: Progress | None = None) -> SweepResult:
     """``seeds`` seeds of one configuration, on the cache's splits or (``folds``) on k-fold CV per
-    seed (``seed<s>/fold<k>/``). The cache is read once for all of them."""
+    seed (``seed<s>/fold<k>/``). The cache is read once for all of them. With ``grouping="session"``
+    ``folds`` may be None: one fold per session found in the cache's dialogue ids."""
     if seeds < 1:
         raise UserError("--seeds must be at least 1")
     out = Path(out_dir)
-    if folds is None:
+    if grouping not in GROUPINGS:
+        raise UserError(f"--fold-grouping must be one of {', '.join(GROUPINGS)}; got {grouping!r}")
+    if folds is None and grouping == "session":
+        data = load_data(cache, spec, modalities, train_cfg)
+        folds = len(set(session_of(data.dialogue_names).tolist()))
+        data = data.for_fold(FoldSpec(folds, 0, grouping))
+    elif folds is None:
         data = load_data(cache, spec, modalities, train_cfg)
         return train_seeds(data, spec, train_cfg, out, list(range(seeds)), progress=progress)
-    if grouping not in ("dialogue", "utterance"):
-        raise UserError(f"--fold-grouping must be dialogue or utterance; got {grouping!r}")
-    data = load_data(cache, spec, modalities, train_cfg, folds=FoldSpec(folds, 0, grouping))
+    else:
+        data = load_data(cache, spec, modalities, train_cfg, folds=FoldSpec(folds, 0, grouping))
     runs: list[RunResult] = []
     for s in range(seeds):
         sub = cross_validate(data, spec, dataclasses.replace(train_cfg, seed=s), out / f"seed{s}", folds, grouping,

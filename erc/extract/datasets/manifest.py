@@ -3,19 +3,26 @@
 Required columns: ``dialogue_id, utterance_id, text, label, split``. Optional: ``turn`` (default:
 order within the dialogue), ``speaker`` (default ""), ``audio``, ``video``, ``start``, ``end``,
 ``video_region``. Relative media paths resolve against the manifest file's folder.
+
+Options: ``labels`` (the class order), ``label_map`` (rename or drop labels before anything else:
+``"excited:happiness,frustration:"`` merges excited into happiness and drops the frustration
+utterances; ``iemocap4`` is IEMOCAP's four-class set from its six classes, as
+``--dataset iemocap --set dataset.classes=4`` builds it from the release).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from erc.config import apply_overrides
 from erc.errors import UserError
 from erc.corpus import Corpus, Utterance
+from erc.extract.datasets.iemocap import LABELS4 as IEMOCAP4_LABELS
 from erc.extract.datasets.iemocap import LABELS6 as IEMOCAP_LABELS
 from erc.extract.datasets.meld import MELD_LABELS
 
@@ -30,6 +37,10 @@ class ManifestOptions:
     """Options of the manifest adapter (``--set dataset.<key>=<value>``)."""
 
     labels: str = ""
+    label_map: str = ""
+
+
+LABEL_MAPS = {"iemocap4": "excited:happiness,frustration:"}  # named label maps
 
 
 def _read_csv(path: Path) -> list[dict[str, object]]:
@@ -97,7 +108,7 @@ def _media(value: object, base: Path) -> str | None:
 
 def default_labels(found: set[str]) -> list[str]:
     """IEMOCAP's or MELD's class order when the label set is exactly theirs, else sorted."""
-    for known in (IEMOCAP_LABELS, MELD_LABELS):
+    for known in (IEMOCAP_LABELS, IEMOCAP4_LABELS, MELD_LABELS):
         if found == set(known):
             return list(known)
     return sorted(found)
@@ -113,6 +124,20 @@ def _labels(option: str, found: set[str], path: Path) -> list[str]:
     if unknown:
         raise UserError(f"manifest {path} has labels not in the labels option: {', '.join(unknown[:5])}")
     return labels
+
+
+def parse_label_map(option: str) -> dict[str, str | None]:
+    """``"old:new,gone:"`` -> ``{"old": "new", "gone": None}`` (None drops the utterance); a name of
+    ``LABEL_MAPS`` stands for its map."""
+    spec = LABEL_MAPS.get(option.strip().lower(), option)
+    out: dict[str, str | None] = {}
+    for part in (p for p in spec.split(",") if p.strip()):
+        old, sep, new = part.partition(":")
+        if not sep or not old.strip():
+            raise UserError(f"manifest option label_map takes old:new pairs (old: drops the label) or one of "
+                            f"{', '.join(LABEL_MAPS)}; got {option!r}")
+        out[old.strip()] = new.strip() or None
+    return out
 
 
 def _check_columns(rows: list[dict[str, object]], path: Path) -> None:
@@ -171,6 +196,14 @@ def load_manifest(root: Path, options: dict[str, str]) -> Corpus:
                         f"use train, dev (or val/valid/validation) or test")
     utts = [_row_to_utterance(r, SPLIT_ALIASES[str(r["split"]).strip().lower()], base,
                               f"manifest {path} row {i + 1}") for i, r in enumerate(rows)]
+    mapping = parse_label_map(opts.label_map)
+    if mapping:
+        unknown = sorted(set(mapping) - {u.label for u in utts})
+        if unknown:
+            raise UserError(f"manifest option label_map names label(s) the manifest lacks: {', '.join(unknown)}")
+        utts = [replace(u, label=mapping.get(u.label, u.label)) for u in utts if mapping.get(u.label, u.label)]
+        if not utts:
+            raise UserError(f"manifest option label_map {opts.label_map!r} drops every utterance of {path}")
     seen: set[str] = set()
     dups: list[str] = []
     for u in utts:
@@ -181,5 +214,13 @@ def load_manifest(root: Path, options: dict[str, str]) -> Corpus:
         raise UserError(f"manifest {path} has {len(dups)} duplicate utterance_id(s), e.g. "
                         f"{', '.join(dups[:3])}")
     labels = _labels(opts.labels, {u.label for u in utts}, path)
-    return Corpus(name=path.stem, labels=labels, utterances=_order(utts), root=str(path),
+    ordered = _order(utts)
+    if mapping:  # dropped utterances leave no gaps in the turns (as the iemocap reader's four classes)
+        count: Counter[str] = Counter()
+        renumbered = []
+        for u in ordered:
+            renumbered.append(replace(u, turn=count[u.dialogue_id]))
+            count[u.dialogue_id] += 1
+        ordered = renumbered
+    return Corpus(name=path.stem, labels=labels, utterances=ordered, root=str(path),
                   options=asdict(opts))

@@ -75,6 +75,11 @@ class Encoder(ABC):
         """Size of a frame vector, or None when the encoder keeps no frames."""
         return None
 
+    @property
+    def frame_tokens(self) -> int:
+        """Rows of ``frames`` that make one step (e.g. a video frame's K patch tokens); 1 by default."""
+        return 1
+
     def provenance(self) -> dict[str, Any]:
         """Attributes written on the cache group: model id, revision, layers, pooling, rate..."""
         return {}

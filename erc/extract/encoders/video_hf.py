@@ -27,7 +27,12 @@ class HFVideoConfig(EncoderConfig):
     pooled output; Swin per frame for DeepMSI) or "logits" (its classification head, e.g.
     microsoft/resnet-50's 1000 ImageNet classes, VisExtNet-style). ``size``: side of the face crop
     fed to the model (0: the model's ``image_size``, else 224). ``frames`` sampled per utterance.
-    ``download``: allow fetching from the hub (otherwise local only)."""
+    ``download``: allow fetching from the hub (otherwise local only). ``tokens``: keep each frame's
+    patch tokens (the backbone's last hidden state: Swin's 7 x 7 grid of its last stage, a CNN's
+    last feature map flattened, a ViT's tokens with its CLS first) in place of one vector per frame,
+    as DeepMSI-MER's per-frame compression needs: ``frames [T * K, D]``, frame-major (rows
+    ``t*K .. t*K + K - 1`` are frame t), with the group attribute ``frame_tokens = K``; ``pooled``
+    is unchanged (the mean over frames of each frame's pooled output)."""
 
     model: str = ""
     output: Literal["features", "logits"] = "features"
@@ -36,12 +41,14 @@ class HFVideoConfig(EncoderConfig):
     revision: str = ""
     download: bool = False
     keep_frames: bool = True
+    tokens: bool = False
     batch_size: int = 8
 
 
 class HFVideoEncoder(HFWeights, Encoder):
-    """frames ``[T, D]`` = the model's output for each of ``T = frames`` face crops (float16);
-    pooled ``[D]`` = their mean (float32)."""
+    """frames ``[T, D]`` = the model's output for each of ``T = frames`` face crops (float16), or
+    with ``tokens`` ``[T * K, D]``, the K patch tokens of each frame; pooled ``[D]`` = the mean
+    over frames of each frame's pooled output (float32)."""
 
     modality = "video"
     Config = HFVideoConfig
@@ -53,12 +60,15 @@ class HFVideoEncoder(HFWeights, Encoder):
             raise UserError(f"video encoder: output must be 'features' or 'logits', got {config.output!r}")
         if config.frames < 1:
             raise UserError(f"video encoder: frames must be >= 1, got {config.frames}")
+        if config.tokens and config.output != "features":
+            raise UserError("video encoder: tokens=true keeps the backbone's patch tokens; it needs output=features")
         self._weights: ResolvedWeights | None = None
         self.stats = FaceStats()
         self.model: Any = None
         self.size = config.size
         self.normalisation = ""
         self._dim = 0
+        self._tokens = 1
 
     def load(self, device: str, fp16: bool = False) -> None:
         from transformers import AutoModel, AutoModelForImageClassification
@@ -86,7 +96,13 @@ class HFVideoEncoder(HFWeights, Encoder):
         self.model = model.to(device).eval()
         self.device, self.fp16 = device, bool(fp16 and device.startswith("cuda"))
         probe = np.zeros((1, self.size, self.size, 3), np.uint8)
-        self._dim = int(self._forward(probe).shape[1])
+        pooled, tokens = self._forward(probe)
+        self._dim = int(pooled.shape[1])
+        if tokens is not None:
+            if tokens.shape[2] != self._dim:
+                raise UserError(f"video encoder '{c.model}': its tokens are {tokens.shape[2]}-d but its pooled "
+                                f"output is {self._dim}-d; tokens=true needs a backbone whose output pools its tokens")
+            self._tokens = int(tokens.shape[1])
 
     def _normalisation(self, path: str, kw: dict[str, Any]) -> tuple[Sequence[float], Sequence[float]]:
         """The image processor's mean / std, or ImageNet's when the model ships no processor."""
@@ -101,17 +117,22 @@ class HFVideoEncoder(HFWeights, Encoder):
             self.normalisation = "imagenet (no preprocessor_config.json)"
         return mean, std
 
-    def _forward(self, crops: np.ndarray) -> torch.Tensor:
-        """uint8 RGB ``[N, S, S, 3]`` -> float32 ``[N, D]`` on the CPU."""
+    def _forward(self, crops: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 RGB ``[N, S, S, 3]`` -> float32 ``[N, D]`` on the CPU, and with ``tokens`` the
+        patch tokens ``[N, K, D]`` (else None)."""
         with torch.inference_mode(), autocast(self.device, self.fp16):
             out = self.model(pixel_values=self.norm(crops))
+            tokens = None
+            if self.config.tokens:
+                h = out.last_hidden_state.float()
+                tokens = (h.flatten(2).transpose(1, 2) if h.dim() == 4 else h).cpu()  # CNN [N, C, H, W] -> [N, HW, C]
             if self.config.output == "logits":
                 y = out.logits
             elif getattr(out, "pooler_output", None) is not None:
                 y = out.pooler_output  # ResNet / ConvNeXt: [N, C, 1, 1]; Swin / ViT: [N, D]
             else:
                 y = out.last_hidden_state.float().mean(1)
-            return y.flatten(1).float().cpu()
+            return y.flatten(1).float().cpu(), tokens
 
     def prepare(self, dialogue: Sequence[Utterance], position: int) -> np.ndarray:
         """Face crops ``[frames, size, size, 3]`` uint8 RGB."""
@@ -121,11 +142,21 @@ class HFVideoEncoder(HFWeights, Encoder):
 
     def encode(self, items: list[np.ndarray]) -> list[Encoded]:
         """All frames of the batch in one forward pass ``[sum T, 3, S, S]``, split back per item."""
-        return split_per_item(self._forward(np.concatenate(items)), items, self.config.keep_frames)
+        pooled, tokens = self._forward(np.concatenate(items))
+        out = split_per_item(pooled, items, self.config.keep_frames and tokens is None)
+        if tokens is not None and self.config.keep_frames:
+            for enc, part in zip(out, torch.split(tokens, [len(x) for x in items])):
+                enc.frames = part.reshape(-1, part.shape[-1]).to(torch.float16).numpy()  # [T * K, D], frame-major
+        return out
+
+    @property
+    def frame_tokens(self) -> int:
+        return self._tokens
 
     def provenance(self) -> dict[str, Any]:
         c = self.config
         return {**self.weights_provenance(), "output": c.output, "frames": c.frames, "size": self.size,
+                "frame_rows": f"{self._tokens} patch tokens per frame" if c.tokens else "one vector per frame",
                 "normalisation": self.normalisation,
                 "face_detector": "opencv haarcascade_frontalface_default", "pooling": "mean over frames",
                 **self.stats.as_dict()}
