@@ -5,9 +5,10 @@ in seconds instead of yielding a cache of zeros:
 - a modality whose media are missing for more than :data:`MAX_MISSING_SHARE` of the utterances:
   an error naming the folders the dataset adapter searched, unless the modality is ``none`` or
   ``--allow-missing-media`` is given;
-- doubtful values (:func:`erc.extract.datasets.checks.corpus_warnings`), media segments that lie
-  outside their file, and clips whose length disagrees with the annotations by more than
-  :data:`CLIP_MARGIN` seconds: one warning line each (errors with ``--strict``).
+- doubtful values (:func:`erc.extract.datasets.checks.corpus_warnings`) and, when audio or video
+  is extracted, annotated clip spans that are empty or longer than :data:`LONG_SPAN`, media
+  segments that lie outside their file, and clips whose length disagrees with the annotations
+  by more than :data:`CLIP_MARGIN` seconds: one warning line each (errors with ``--strict``).
 
 Only file headers are read (no decoding); each file once, on a few threads.
 """
