@@ -295,9 +295,18 @@ def predict(
     if out is None or (root is not None and features is None):
         check_writable_folder(run, "--run")
     if root is not None:
+        from erc.extract.run import resolve_device
+
+        resolve_device(device)  # an unknown or absent device: one line before the dataset is read
         cache = features if features is not None else Path(run) / "predict" / f"{dataset}.h5"
+        created = not cache.parent.exists()
         cache.parent.mkdir(parents=True, exist_ok=True)
-        extract_for_run(run, dataset, root, split_settings(set_)["dataset"], cache, device)
+        try:
+            extract_for_run(run, dataset, root, split_settings(set_)["dataset"], cache, device)
+        except BaseException:
+            if created and not any(cache.parent.iterdir()):  # refused before writing: leave nothing behind
+                cache.parent.rmdir()
+            raise
     else:
         cache = features if features is not None else default_cache_path(dataset)
     path = predict_cache(run, cache, out)

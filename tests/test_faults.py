@@ -285,6 +285,16 @@ def test_predict_into_a_missing_folder_fails_before_extracting(finished_run, tmp
     assert not (finished_run / "predict").exists() and files(tmp_path) == {"m.csv"}
 
 
+@pytest.mark.parametrize("args,needle", [(["--device", "tpu"], "--device"), ([], "encoder class")])
+def test_predict_refusing_its_input_leaves_no_predict_folder(finished_run, tmp_path, args, needle):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join([HEADER, *GOOD]) + "\n")
+    res = run_erc_here("predict", "--run", str(finished_run), "--dataset", "manifest", "--root", str(manifest), *args,
+                       cwd=tmp_path)
+    user_error(res, needle)  # the synthetic cache records no encoder class: nothing to extract with
+    assert not (finished_run / "predict").exists()
+
+
 def test_predict_with_a_read_only_run_folder_fails_before_extracting(finished_run, lock, tmp_path):
     run = tmp_path / "seed0"
     shutil.copytree(finished_run, run)
