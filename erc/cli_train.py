@@ -8,6 +8,7 @@ from typing import Any, Iterable, Optional, Sequence
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from erc.config import config_hash, parse_assignments
@@ -137,7 +138,7 @@ def train_head(
     encoders: Optional[str] = EncodersOpt,
     set_: Optional[list[str]] = SetOpt,
     variant: str = typer.Option("full", help="Ablation variant of the head."),
-    seeds: int = typer.Option(3, help="Number of seeds (0..N-1); reported as mean ± std."),
+    seeds: int = typer.Option(3, min=1, help="Number of seeds (0..N-1); reported as mean ± std."),
     epochs: Optional[int] = EpochsOpt,
     batch_size: Optional[int] = BatchOpt,
     lr: Optional[float] = LrOpt,
@@ -145,7 +146,8 @@ def train_head(
     class_weights: bool = ClassWeightsOpt,
     threads: Optional[int] = ThreadsOpt,
     max_frames: Optional[int] = MaxFramesOpt,
-    folds: Optional[int] = typer.Option(None, help="K-fold cross-validation instead of the cache's splits."),
+    folds: Optional[int] = typer.Option(None, help="K-fold cross-validation instead of the cache's splits "
+                                        "(at least 3: a test, a dev and a train fold)."),
     fold_grouping: str = typer.Option("dialogue", help="dialogue | utterance (pooled, DeepMSI-MER; leaks context)."),
     deterministic: bool = DeterministicOpt,
     precision: str = PrecisionOpt,
@@ -155,18 +157,24 @@ def train_head(
 ) -> None:
     """Train a head on a feature cache: dev-selected test weighted F1, mean ± std over seeds."""
     from erc.heads.registry import resolve_head
-    from erc.train.loop import TrainConfig
+    from erc.train.folds import FoldSpec
+    from erc.train.loop import TrainConfig, pick_device
     from erc.train.metrics import summarise
+    from erc.train.outputs import check_writable_folder
     from erc.train.progress import progress_bar
     from erc.train.sweep import run_sweep
 
+    # every option is checked before the cache is read: bad values are one line each
     overrides = parse_assignments(set_)
-    spec = resolve_head(model, variant, overrides)  # unknown head / variant / key -> UserError before loading
+    spec = resolve_head(model, variant, overrides)  # unknown head / variant / key / bad value -> UserError
     cfg = TrainConfig.for_head(spec.cls, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                                class_weights=class_weights, max_frames=max_frames, deterministic=deterministic,
                                device=device, quiet=quiet, precision=precision, num_threads=threads)
+    pick_device(cfg.device)
+    if folds is not None:
+        FoldSpec(folds, 0, fold_grouping)  # type: ignore[arg-type]  # --folds >= 3, known grouping
     cache, ds_name, mods = resolve_data(dataset, features, modalities, encoders)
-    out = out or default_run_dir(ds_name, model, variant, mods, overrides)
+    out = check_writable_folder(out or default_run_dir(ds_name, model, variant, mods, overrides), "--out")
     with progress_bar(quiet) as prog:
         res = run_sweep(cache, spec, mods, cfg, out, seeds, folds, fold_grouping, prog)  # type: ignore[arg-type]
 
@@ -183,7 +191,7 @@ def train_head(
 def ablate(
     model: str = typer.Option(..., help="Head name."),
     variants: Optional[str] = typer.Option(None, help="Comma-separated variants (default: all of the head's)."),
-    seeds: int = typer.Option(3, help="Seeds per variant."),
+    seeds: int = typer.Option(3, min=1, help="Seeds per variant."),
     dataset: str = DatasetOpt,
     features: Optional[Path] = FeaturesOpt,
     modalities: Optional[str] = ModalitiesOpt,
@@ -204,7 +212,8 @@ def ablate(
 ) -> None:
     """Train every variant of a head over several seeds and print the paper-style ablation table."""
     from erc.heads.registry import resolve_head
-    from erc.train.loop import TrainConfig
+    from erc.train.loop import TrainConfig, pick_device
+    from erc.train.outputs import check_writable_folder
     from erc.train.progress import progress_bar
     from erc.train.report import ablation_table
     from erc.train.sweep import run_sweep
@@ -216,7 +225,9 @@ def ablate(
     cfg = TrainConfig.for_head(head_cls, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                                class_weights=class_weights, max_frames=max_frames, deterministic=deterministic,
                                device=device, quiet=quiet, precision=precision, num_threads=threads)
+    pick_device(cfg.device)
     cache, ds_name, mods = resolve_data(dataset, features, modalities, encoders)
+    check_writable_folder(out or Path("runs") / ds_name, "--out")
     results = []
     with progress_bar(quiet) as prog:
         for v, spec in specs.items():
@@ -238,8 +249,10 @@ def report(directory: Path = typer.Argument(..., help="Folder holding run direct
     if not directory.is_dir():
         raise UserError(f"{directory} is not a folder")
     df = write_report(directory)
+    excluded, no_plots = df.attrs.get("excluded", []), df.attrs.get("no_plots", [])
     if not len(df):
-        raise UserError(f"no runs (metrics.json) under {directory}")
+        why = f" ({len(excluded)} run folders are not results: e.g. {excluded[0][0]}: {excluded[0][1]})" if excluded else ""
+        raise UserError(f"no finished runs (metrics.json + done) under {directory}{why}")
     # the protocol column only where some run is not on the cache's official split
     cols = ["dataset", "head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1"]
     if (df["protocol"] == "official split").all():
@@ -248,6 +261,11 @@ def report(directory: Path = typer.Argument(..., help="Folder holding run direct
     df = df.assign(modalities=[short_modalities(str(v).split(","), ",") for v in df["modalities"]])
     rows = [[str(v).replace(" ± ", "±") for v in row] for row in df[cols].itertuples(index=False)]
     Console().print(_compact_table(f"{directory}: test at the best dev epoch", [names.get(c, c) for c in cols], rows))
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for run_dir, why in excluded:
+        err.print(f"[yellow]not reported[/]: {escape(f'{run_dir}: {why}')}")
+    if no_plots:
+        err.print(f"[yellow]no plots[/] for {len(no_plots)} read-only run folders (e.g. {escape(str(no_plots[0]))})")
     Console().print(f"wrote {directory / 'report.md'} and {directory / 'report.csv'}")
 
 
@@ -266,12 +284,29 @@ def predict(
     from erc.apply import extract_for_run
     from erc.cli_extract import split_settings
     from erc.features.schema import default_cache_path
+    from erc.train.outputs import check_writable_file, check_writable_folder
     from erc.train.predict import predict_cache
 
+    if not (Path(run) / "best.pt").is_file():
+        raise UserError(f"--run {run} is not a finished run (no best.pt there)")
+    # where the results go is checked before any extraction work
+    if out is not None:
+        check_writable_file(out, "--out")
+    if out is None or (root is not None and features is None):
+        check_writable_folder(run, "--run")
     if root is not None:
+        from erc.extract.run import resolve_device
+
+        resolve_device(device)  # an unknown or absent device: one line before the dataset is read
         cache = features if features is not None else Path(run) / "predict" / f"{dataset}.h5"
+        created = not cache.parent.exists()
         cache.parent.mkdir(parents=True, exist_ok=True)
-        extract_for_run(run, dataset, root, split_settings(set_)["dataset"], cache, device)
+        try:
+            extract_for_run(run, dataset, root, split_settings(set_)["dataset"], cache, device)
+        except BaseException:
+            if created and not any(cache.parent.iterdir()):  # refused before writing: leave nothing behind
+                cache.parent.rmdir()
+            raise
     else:
         cache = features if features is not None else default_cache_path(dataset)
     path = predict_cache(run, cache, out)

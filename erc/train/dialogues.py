@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from erc.errors import UserError
 from erc.features.reader import FeatureCache
 from erc.heads.base import DialogueBatch, HeadInputs
+from erc.train.finite import refuse_non_finite
 from erc.train.folds import FoldSpec, carve_dev, fold_splits
 
 IGNORE = -100
@@ -130,6 +131,8 @@ class DialogueData:
 
         self.pooled = {m: torch.from_numpy(fc.pooled(m, e)) for m, e in self.encoders.items()}
         self.present = {m: torch.from_numpy(fc.present(m, e)) for m, e in self.encoders.items()}
+        for m, e in self.encoders.items():  # never train on NaN / Inf: refuse the group, naming rows
+            refuse_non_finite(self.pooled[m], f"{fc.path} {m}/{e} pooled", self.utterance_ids)
         self.frames: dict[str, _Frames] = {}
         for m in frames:
             m = canonical_modality(m)
@@ -138,6 +141,7 @@ class DialogueData:
             got = fc.frames(m, self.encoders[m])
             if got is None:
                 raise UserError(f"this head needs {m} frames, but {m}/{self.encoders[m]} in {fc.path} kept none")
+            refuse_non_finite(got[0], f"{fc.path} {m}/{self.encoders[m]} frames", self.utterance_ids, got[1])
             self.frames[m] = _truncate(got[0], got[1], max_frames)
 
     def for_fold(self, spec: FoldSpec) -> DialogueData:

@@ -19,6 +19,7 @@ from erc.heads.base import Head, HeadInputs
 from erc.heads.registry import resolve_head
 
 DONE = "done"
+FAILED = "failed"  # written instead of DONE when training diverged: the reason, one line
 
 
 def mamba_backends(module: torch.nn.Module) -> list[str]:

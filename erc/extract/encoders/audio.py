@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from erc.config import NonNegativeFloat, Positive, PositiveFloat
 from erc.errors import MediaError, MediaMissing
 from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
@@ -43,11 +44,11 @@ class MelConfig(EncoderConfig):
     """Log-mel spectrogram: ``n_mels`` bins, ``win_ms`` windows every ``hop_ms``; audio longer than
     ``max_seconds`` is cut (0: no limit)."""
 
-    sample_rate: int = 16000
-    n_mels: int = 80
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
-    max_seconds: float = 30.0
+    sample_rate: Positive = 16000
+    n_mels: Positive = 80
+    win_ms: PositiveFloat = 25.0
+    hop_ms: PositiveFloat = 10.0
+    max_seconds: NonNegativeFloat = 30.0
 
 
 class MelEncoder(Encoder):
@@ -127,12 +128,12 @@ class HFAudioConfig(EncoderConfig):
     model: str = ""
     layers: str = "last"
     all_layers: bool = False
-    max_seconds: float = 30.0
-    sample_rate: int = 16000
+    max_seconds: NonNegativeFloat = 30.0
+    sample_rate: Positive = 16000
     keep_frames: bool = True
     revision: str = ""
     download: bool = False
-    batch_size: int = 8
+    batch_size: Positive = 8
 
 
 class HFAudioEncoder(HFWeights, Encoder):

@@ -14,6 +14,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
+from erc.config import NonNegative, Positive
 from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
 from erc.extract.encoders.hf import (HFWeights, ResolvedWeights, autocast, masked_mean, parse_layers,
@@ -46,10 +47,10 @@ class HFTextConfig(EncoderConfig):
     pooling: Literal["cls", "mean"] = "mean"
     layers: str = "last"
     all_layers: bool = False
-    context: int = 0
-    context_future: int = 0
+    context: NonNegative = 0
+    context_future: NonNegative = 0
     speaker_names: bool = True
-    max_length: int = 256
+    max_length: Positive = 256
     keep_frames: bool = True
     normalize: bool = False
     pool_over: Literal["target", "window"] = "target"

@@ -11,6 +11,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
+from erc.config import Positive
 from erc.errors import UserError, WeightsMissing
 from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
@@ -42,8 +43,8 @@ class FaceStats:
 class FaceDescriptorConfig(EncoderConfig):
     """``frames`` sampled per utterance, face crops resized to ``size`` (a multiple of 8)."""
 
-    frames: int = 20
-    size: int = 64
+    frames: Positive = 20
+    size: Positive = 64
 
 
 class FaceDescriptorEncoder(Encoder):
@@ -133,12 +134,12 @@ class CNNVideoConfig(EncoderConfig):
 
     model: str = "resnet50"
     weights: str = ""
-    frames: int = 20
-    size: int = 224
+    frames: Positive = 20
+    size: Positive = 224
     output: Literal["logits", "features"] = "logits"
     download: bool = False
     random_init: bool = False
-    batch_size: int = 8
+    batch_size: Positive = 8
 
 
 class CNNVideoEncoder(Encoder):
