@@ -34,3 +34,22 @@ def assert_one_line_error(res: Result, *needles: str) -> None:
     assert len(lines) == 1, res.err
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def invoke_erc(*args: str) -> Result:
+    """``erc ARGS`` in this process (typer's CliRunner, faster than a subprocess); a UserError
+    becomes what :func:`erc.cli.main` prints (one ``erc: error:`` line, exit 2), any other
+    exception its traceback."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from erc.cli import app
+    from erc.errors import UserError
+
+    res = CliRunner().invoke(app, list(args))
+    if isinstance(res.exception, UserError):
+        return Result(2, res.output, f"erc: error: {res.exception}\n")
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        return Result(1, res.output, "".join(traceback.format_exception(*res.exc_info)))  # type: ignore[misc]
+    return Result(res.exit_code, res.output, "")
