@@ -95,7 +95,11 @@ def capture_representation(head: Head) -> Iterator[list[torch.Tensor]]:
     """Collect the inputs of ``head.representation_module()`` during forward passes (a forward
     pre-hook: the head's computation is unchanged)."""
     seen: list[torch.Tensor] = []
-    handle = head.representation_module().register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    try:
+        module = head.representation_module()
+    except NotImplementedError as e:
+        raise UserError(f"no embeddings from this head: {e}") from None
+    handle = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
     try:
         yield seen
     finally:
