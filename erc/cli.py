@@ -13,7 +13,7 @@ from erc.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Multimodal emotion recognition in conversations: extract features once, train heads fast.")
-cache_app = typer.Typer(no_args_is_help=True, help="Inspect and check feature caches.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect, check and merge feature caches.")
 list_app = typer.Typer(no_args_is_help=True, help="List registered datasets, encoders and heads.")
 app.add_typer(cache_app, name="cache")
 app.add_typer(list_app, name="list")
@@ -25,6 +25,7 @@ def _register() -> None:
     app.command("extract")(cli_extract.extract)
     cache_app.command("info")(cli_cache.info)
     cache_app.command("verify")(cli_cache.verify)
+    cache_app.command("merge")(cli_cache.merge)
     list_app.command("encoders")(cli_list.encoders)
     list_app.command("datasets")(cli_list.datasets)
     list_app.command("heads")(cli_list.heads)

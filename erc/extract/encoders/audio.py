@@ -14,7 +14,7 @@ from erc.errors import MediaError, MediaMissing
 from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
 from erc.extract.encoders.hf import (HFWeights, ResolvedWeights, autocast, masked_mean, parse_layers,
-                                     select_layers)
+                                     select_layers, to_device)
 from erc.extract.media import load_audio, media_duration
 
 
@@ -184,8 +184,8 @@ class HFAudioEncoder(HFWeights, Encoder):
         c = self.config
         feats = self.extractor(items, sampling_rate=self.sr, padding=True, return_tensors="pt")
         lengths = torch.tensor([len(x) for x in items])
-        inputs = {k: v.to(self.device) for k, v in feats.items() if k in ("input_values", "attention_mask",
-                                                                            "input_features")}
+        inputs = {k: to_device(v, self.device) for k, v in feats.items()
+                  if k in ("input_values", "attention_mask", "input_features")}
         need_hidden = self._layers is not None or c.all_layers
         with torch.inference_mode(), autocast(self.device, self.fp16):
             out = self.model(**inputs, output_hidden_states=need_hidden)

@@ -15,7 +15,7 @@ from erc.errors import UserError, WeightsMissing
 from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
 from erc.extract.encoders.faces import descriptor_dim, face_crops, face_descriptors
-from erc.extract.encoders.hf import autocast
+from erc.extract.encoders.hf import autocast, to_device
 
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -96,7 +96,7 @@ class PixelNorm:
 
     def __call__(self, crops: np.ndarray) -> torch.Tensor:
         """uint8 ``[N, S, S, 3]`` -> float32 ``[N, 3, S, S]`` on the stats' device."""
-        x = torch.from_numpy(crops).to(self.mean.device, non_blocking=True)
+        x = to_device(torch.from_numpy(crops), self.mean.device)
         return (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
 
 
