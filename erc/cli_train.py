@@ -270,44 +270,65 @@ def report(directory: Path = typer.Argument(..., help="Folder holding run direct
 
 
 def predict(
-    run: Path = typer.Option(..., help="A finished run directory (holding best.pt)."),
+    run: Path = typer.Option(..., help="A finished run folder (holding best.pt), or a sweep folder (seed0..seedN): "
+                                       "the seeds' probabilities are averaged."),
     dataset: str = DatasetOpt,
-    root: Optional[str] = typer.Option(None, help="Extract this dataset folder / manifest with the run's encoders first."),
+    root: Optional[str] = typer.Option(None, help="New conversations: this dataset folder / manifest file, extracted "
+                                                  "with the run's encoders (in memory) first."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Dataset options, e.g. dataset.classes=4."),
-    features: Optional[Path] = FeaturesOpt,
-    device: str = typer.Option("auto", help="Extraction device: auto | cpu | cuda."),
-    out: Optional[Path] = typer.Option(None, help="CSV to write (default <run>/predictions-<dataset>.csv)."),
+    features: Optional[Path] = typer.Option(None, help="Cache to read (overrides --dataset); with --root, the cache "
+                                                       "file to extract into first (resumable)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    out: Optional[Path] = typer.Option(None, help="File to write (default <run>/predictions-<dataset>.<format>)."),
+    format_: Optional[str] = typer.Option(None, "--format", help="csv | jsonl (default: from --out's suffix, else csv)."),
+    with_embeddings: bool = typer.Option(False, "--with-embeddings",
+                                         help="Also write the head's utterance representation (the first run's)."),
+    skip_bad_media: bool = typer.Option(False, "--skip-bad-media",
+                                        help="Media not found / not readable: predict without it instead of stopping."),
+    quiet: bool = QuietOpt,
 ) -> None:
-    """Predict every utterance of a dataset with a trained head. With --root, the conversations are
-    first extracted with the run's recorded encoder configs; otherwise an existing cache is read
-    (refused when its encoders or dims differ from the run's)."""
-    from erc.apply import extract_for_run
+    """Predict every utterance with a trained head (or a sweep's seed ensemble): one row per utterance
+    with the predicted label and one probability per class. With --root, new conversations (labels
+    optional) are extracted with the run's recorded encoders; otherwise a cache is read (refused when
+    its encoders or dims differ from the run's). Prints the scores where labels are present, else
+    the predicted label distribution."""
+    from erc.apply import Predictor
+    from erc.apply.predictor import progress_display
     from erc.cli_extract import split_settings
+    from erc.extract.datasets import load_dataset
     from erc.features.schema import default_cache_path
+    from erc.extract.run import resolve_device
     from erc.train.outputs import check_writable_file, check_writable_folder
-    from erc.train.predict import predict_cache
+    from erc.train.predict import summary_lines, write_predictions
 
-    if not (Path(run) / "best.pt").is_file():
-        raise UserError(f"--run {run} is not a finished run (no best.pt there)")
+    fmt = (format_ or ("jsonl" if out is not None and out.suffix.lower() in (".jsonl", ".ndjson") else "csv")).lower()
+    if fmt not in ("csv", "jsonl"):
+        raise UserError(f"--format must be csv or jsonl; got {format_!r}")
+    resolve_device(device)  # an unknown or absent device: one line before any work
     # where the results go is checked before any extraction work
     if out is not None:
         check_writable_file(out, "--out")
-    if out is None or (root is not None and features is None):
+    else:
         check_writable_folder(run, "--run")
+    console = Console()
+    predictor = Predictor.load(run, device, load_encoders=root is not None)
+    names = ", ".join(d.name for d in predictor.run_dirs) if predictor.n_runs > 1 else str(predictor.run_dirs[0])
+    console.print(f"{predictor.n_runs} run(s): {names}" + (" (probabilities averaged)" if predictor.n_runs > 1 else ""),
+                  markup=False, highlight=False, soft_wrap=True)
     if root is not None:
-        from erc.extract.run import resolve_device
-
-        resolve_device(device)  # an unknown or absent device: one line before the dataset is read
-        cache = features if features is not None else Path(run) / "predict" / f"{dataset}.h5"
-        created = not cache.parent.exists()
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            extract_for_run(run, dataset, root, split_settings(set_)["dataset"], cache, device)
-        except BaseException:
-            if created and not any(cache.parent.iterdir()):  # refused before writing: leave nothing behind
-                cache.parent.rmdir()
-            raise
+        corpus = load_dataset(dataset, root, split_settings(set_)["dataset"])
+        name = corpus.name
+        with progress_display(quiet) as progress:
+            df = predictor.predict_corpus(corpus, with_embeddings, "absent" if skip_bad_media else "error", progress,
+                                          cache_path=features)
     else:
         cache = features if features is not None else default_cache_path(dataset)
-    path = predict_cache(run, cache, out)
-    Console().print(f"wrote {path}")
+        df = predictor.predict_cache(cache, with_embeddings)
+        name = dataset if features is None else cache.stem
+    for m, k in df.attrs.get("absent", {}).items():
+        if k:
+            console.print(f"note: {k} of {len(df)} utterances have no {m} (the head sees it as missing)", markup=False)
+    path = write_predictions(df, out or Path(run) / f"predictions-{name}.{fmt}", fmt)
+    for line in summary_lines(df, predictor.labels):
+        Console().print(line, markup=False, highlight=False, soft_wrap=True)
+    Console().print(f"wrote {path} ({len(df)} utterances)", markup=False, highlight=False, soft_wrap=True)

@@ -59,6 +59,10 @@ class MLPHead(Head):
         self.net = nn.Sequential(nn.Dropout(config.dropout),
                                  mlp(d_in, config.hidden, inputs.n_classes, config.dropout, config.layers))
 
+    def representation_module(self) -> nn.Module:
+        """The MLP's last linear layer: its input is the last hidden layer ``[B, L, hidden]``."""
+        return self.net[1][-1]
+
     def forward(self, batch: DialogueBatch) -> HeadOutput:
         """pooled[m] ``[B, L, D_m]`` -> logits ``[B, L, C]``."""
         logits = self.net(_concat(batch, self.mods, self.norms))

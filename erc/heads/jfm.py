@@ -110,6 +110,11 @@ class JFM(Head):
             self.classifier = nn.ModuleDict({m: nn.Linear(c.dim, inputs.n_classes) for m in self.sides})
         self.drop = nn.Dropout(c.dropout)
 
+    def representation_module(self) -> nn.Module:
+        """``drop``, applied to each side's normalised CLS vector ``[N, dim]``: the representation is
+        the sides' CLS vectors concatenated ``[N, sides x dim]`` (what the classifiers read)."""
+        return self.drop
+
     def _inputs(self, batch: DialogueBatch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames of the real utterances: ``[N, T, F]`` (text) or patches ``[N, T/p, p F]`` (audio)."""
         if m not in batch.frames:

@@ -1,8 +1,9 @@
 """Manifest adapter: any dataset as a CSV or JSONL file with the ``Utterance`` columns.
 
-Required columns: ``dialogue_id, utterance_id, text, label, split``. Optional: ``turn`` (default:
-order within the dialogue), ``speaker`` (default ""), ``audio``, ``video``, ``start``, ``end``,
-``video_region``. Relative media paths resolve against the manifest file's folder.
+Required columns: ``dialogue_id, utterance_id, text``. Optional: ``label`` (an empty or absent label:
+an unlabelled utterance, as for new conversations to predict), ``split`` (default ``test``),
+``turn`` (default: order within the dialogue), ``speaker`` (default ""), ``audio``, ``video``,
+``start``, ``end``, ``video_region``. Relative media paths resolve against the manifest file's folder.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from erc.extract.datasets.checks import check_row_values, check_span, decode_utf
 from erc.extract.datasets.iemocap import LABELS6 as IEMOCAP_LABELS
 from erc.extract.datasets.meld import MELD_LABELS
 
-REQUIRED = ("dialogue_id", "utterance_id", "text", "label", "split")
+REQUIRED = ("dialogue_id", "utterance_id", "text")
+DEFAULT_SPLIT = "test"  # rows without a split column: data to be predicted
 SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
                  "validation": "dev", "test": "test", "testing": "test"}
 REGIONS = {"left", "right"}
@@ -114,7 +116,7 @@ def _check_columns(rows: list[dict[str, object]], path: Path) -> None:
         raise UserError(f"manifest {path} lacks required column(s): {', '.join(missing)} "
                         f"(required: {', '.join(REQUIRED)})")
     for i, row in enumerate(rows):
-        gaps = [c for c in ("dialogue_id", "utterance_id", "label", "split") if _blank(row.get(c))]
+        gaps = [c for c in ("dialogue_id", "utterance_id", "split") if c in row and _blank(row.get(c))]
         if gaps:
             raise UserError(f"manifest {path} row {i + 1}: empty {', '.join(gaps)}")
 
@@ -131,7 +133,7 @@ def _row_to_utterance(row: dict[str, object], split: str, base: Path, where: str
         turn=-1 if turn is None else int(turn),
         speaker="" if _blank(row.get("speaker")) else str(row["speaker"]).strip(),
         text="" if _blank(row.get("text")) else str(row["text"]),
-        label=str(row["label"]).strip(), split=split,
+        label="" if _blank(row.get("label")) else str(row["label"]).strip(), split=split,
         audio=_media(row.get("audio"), base), video=_media(row.get("video"), base),
         start=start, end=end,
         video_region=region)  # type: ignore[arg-type]
@@ -162,11 +164,11 @@ def load_manifest(root: Path, options: dict[str, str]) -> Corpus:
         check_row_values(row, f"manifest {path} row {i + 1}")
     _check_columns(rows, path)
     base = path.resolve().parent
-    bad = sorted({str(r["split"]) for r in rows if str(r["split"]).strip().lower() not in SPLIT_ALIASES})
+    bad = sorted({str(r["split"]) for r in rows if str(r.get("split", DEFAULT_SPLIT)).strip().lower() not in SPLIT_ALIASES})
     if bad:
         raise UserError(f"manifest {path} has bad split value(s) {', '.join(map(repr, bad[:5]))}; "
                         f"use train, dev (or val/valid/validation) or test")
-    utts = [_row_to_utterance(r, SPLIT_ALIASES[str(r["split"]).strip().lower()], base,
+    utts = [_row_to_utterance(r, SPLIT_ALIASES[str(r.get("split", DEFAULT_SPLIT)).strip().lower()], base,
                               f"manifest {path} row {i + 1}") for i, r in enumerate(rows)]
     seen: set[str] = set()
     dups: list[str] = []
@@ -177,6 +179,6 @@ def load_manifest(root: Path, options: dict[str, str]) -> Corpus:
     if dups:
         raise UserError(f"manifest {path} has {len(dups)} duplicate utterance_id(s), e.g. "
                         f"{', '.join(dups[:3])}")
-    labels = _labels(opts.labels, {u.label for u in utts}, path)
+    labels = _labels(opts.labels, {u.label for u in utts if u.label}, path)
     return Corpus(name=path.stem, labels=labels, utterances=_order(utts), root=str(path),
                   options=asdict(opts))
