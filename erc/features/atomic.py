@@ -41,6 +41,22 @@ def write_atomic(path: Path, content: str | bytes | Callable[[BinaryIO], None]) 
         raise
 
 
+def replace_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Create or replace ``path`` atomically with a file that ``write`` builds at a temporary path
+    beside it (for writers that open the file by name themselves, such as HDF5): ``fsync``,
+    ``os.replace``, then ``fsync`` of the folder. On any error the temporary file is removed and
+    ``path`` is left as it was."""
+    tmp = temp_path(path)
+    try:
+        write(tmp)
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
 def temp_path(path: Path) -> Path:
     """A fresh temporary name beside ``path`` (``.<name>.<random>.tmp``; the file is created empty
     so that the name is taken)."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import h5py
 
-from erc.features.atomic import fsync_dir, fsync_file, temp_path
+from erc.features.atomic import fsync_dir, fsync_file, replace_with, temp_path
 from erc.features.groupfile import new_h5
 from erc.features.schema import group_path, members_dir
 
@@ -88,20 +88,15 @@ def relative(cache: Path, member: Path) -> str:
 
 def write_root(cache: Path, attrs: dict[str, Any], links: Links) -> None:
     """Write a new root (attributes + external links) beside ``cache`` and rename it over."""
-    tmp = temp_path(cache)
-    try:
+    def build(tmp: Path) -> None:
         with new_h5(tmp) as h5:
             for k, v in attrs.items():
                 h5.attrs[k] = v
             for path in sorted(links):
                 fname, target = links[path]
                 h5[path] = h5py.ExternalLink(fname, target)
-        fsync_file(tmp)
-        os.replace(tmp, cache)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(cache.parent)
+
+    replace_with(cache, build)
 
 
 def sweep(cache: Path) -> None:

@@ -14,7 +14,6 @@ as it was.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 
 from erc.errors import UserError
 from erc.features import layout
-from erc.features.atomic import fsync_dir, fsync_file, temp_path, write_atomic
+from erc.features.atomic import replace_with, write_atomic
 from erc.features.faults import disk_errors
 from erc.features.groupfile import RowSource, root_attrs, write_group_file, write_table_file
 from erc.features.journal import JournalSource, ShardStore
@@ -167,15 +166,7 @@ class CacheWriter:
 def _write_member(cache: Path, stem: str, write: Any) -> Path:
     """Write a new file of ``<cache>.groups/`` via a temporary name; returns its final path."""
     member = layout.new_member(cache, stem)
-    tmp = temp_path(member)
-    try:
-        write(tmp)
-        fsync_file(tmp)
-        os.replace(tmp, member)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(member.parent)
+    replace_with(member, write)
     return member
 
 
