@@ -6,11 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from erc.heads import HEADS, get_head
 from erc.train.predict import gather_representation, capture_representation
-from tests.test_heads_shapes import make
+from tests.test_heads_shapes import CASES, make
 
-CASES = [(name, v) for name in HEADS for v in get_head(name).variants]
 
 
 @pytest.mark.parametrize("name,variant", CASES)
