@@ -55,12 +55,13 @@ were lost in extraction, so each is read from the prose quoted) / erc / why, poi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from erc.config import Checked, Dropout, NonNegativeFloat, Positive, PositiveFloat, Range, UnitInterval
 from erc.errors import UserError
 from erc.heads.base import DialogueBatch, Head, HeadInputs, HeadOutput
 from erc.heads.blocks import TCN, masked_mean, mlp
@@ -68,20 +69,20 @@ from erc.heads.losses import label_aware_contrastive
 
 
 @dataclass
-class DeepMSIConfig:
-    dim: int = 256  # projection width (paper: 256)
-    hidden: int = 256  # MLP classifier width
+class DeepMSIConfig(Checked):
+    dim: Positive = 256  # projection width (paper: 256)
+    hidden: Positive = 256  # MLP classifier width
     vsc: Literal["tokens", "frames", "none"] = "tokens"  # compress each frame's tokens / across frames / not
-    semantic_weight: float = 0.5  # Eq. 1: F = w s + (1 - w) v̄ (ours)
-    vsc_temperature: float = 0.1
-    vsc_threshold: float = 1.0  # relevant if softmax weight >= threshold / number of real tokens
-    fuse_threshold: float = 0.0  # Eq. 3's λ: fuse an irrelevant token when its best cosine >= λ
-    tcn_kernel: int = 3
-    tcn_dilations: tuple[int, ...] = (1, 2, 4)
+    semantic_weight: UnitInterval = 0.5  # Eq. 1: F = w s + (1 - w) v̄ (ours)
+    vsc_temperature: PositiveFloat = 0.1
+    vsc_threshold: NonNegativeFloat = 1.0  # relevant if softmax weight >= threshold / number of real tokens
+    fuse_threshold: Annotated[float, Range(-1, 1)] = 0.0  # Eq. 3's λ: fuse an irrelevant token when its best cosine >= λ
+    tcn_kernel: Positive = 3
+    tcn_dilations: tuple[Positive, ...] = (1, 2, 4)
     use_contrastive: bool = True
-    contrastive_weight: float = 0.5
-    contrastive_temperature: float = 0.5
-    dropout: float = 0.1
+    contrastive_weight: NonNegativeFloat = 0.5
+    contrastive_temperature: PositiveFloat = 0.5
+    dropout: Dropout = 0.1
 
 
 def compress(x: torch.Tensor, valid: torch.Tensor, guide: torch.Tensor, temperature: float,

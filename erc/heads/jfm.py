@@ -72,6 +72,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from erc.config import Checked, Dropout, NonNegativeFloat, Positive, PositiveFloat
 from erc.errors import UserError
 from erc.heads.base import DialogueBatch, Head, HeadInputs, HeadOutput
 from erc.heads.blocks import CrossAttentionLayer, mlp, sinusoidal_positions
@@ -84,26 +85,26 @@ SMALL = {"text_model": "", "audio_model": "", "layer_dim": 256, "layer_heads": 4
 
 
 @dataclass
-class JFMConfig:
+class JFMConfig(Checked):
     text_model: str = "minilm"  # LTrans: "minilm" (packaged), a BERT-like HF id / folder, "" = random
     audio_model: str = "google/vit-base-patch16-224"  # VTrans: ViT / DeiT / AST id or folder; "" = random
     first_layer: int = 0  # JF block l uses layer first_layer + l of each pre-trained model
-    layer_dim: int = 768  # shape of a side's layers when they are random (ViT-base's)
-    layer_heads: int = 12
-    layer_ff: int = 3072
+    layer_dim: Positive = 768  # shape of a side's layers when they are random (ViT-base's)
+    layer_heads: Positive = 12
+    layer_ff: Positive = 3072
     extractor_layers: int = 2  # the text feature extractor (paper: 2 layers, 8 heads, 1024-d)
-    extractor_dim: int = 1024
-    extractor_heads: int = 8
-    extractor_ff: int = 4096
-    blocks: int = 2  # N joint-fusion blocks
+    extractor_dim: Positive = 1024
+    extractor_heads: Positive = 8
+    extractor_ff: Positive = 4096
+    blocks: Positive = 2  # N joint-fusion blocks
     joint_len: int = 4  # 0: each side's CLS stands in for its joint vectors (no-joint-vector)
-    patch_len: int = 16  # mel frames per audio patch
+    patch_len: Positive = 16  # mel frames per audio patch
     patch_bins: int = 16  # mel bins per audio patch (0: all bins, patches along time only)
     fusion: Literal["jfm", "late", "cfa", "concat"] = "jfm"
     use_icl: bool = True
-    icl_weight: float = 0.1
-    icl_temperature: float = 0.1
-    dropout: float = 0.1
+    icl_weight: NonNegativeFloat = 0.1
+    icl_temperature: PositiveFloat = 0.1
+    dropout: Dropout = 0.1
 
 
 def _layer_with(layer: nn.Module, h: torch.Tensor, valid: torch.Tensor, extra: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,6 +163,11 @@ class JFM(Head):
         else:
             self.classifier = nn.ModuleDict({m: nn.Linear(w[m], inputs.n_classes) for m in self.sides})
         self.drop = nn.Dropout(c.dropout)
+
+    def representation_module(self) -> nn.Module:
+        """``drop``, applied to each side's normalised CLS vector ``[N, w_side]``: the representation is
+        the sides' CLS vectors concatenated ``[N, w_text + w_audio]`` (what the classifiers read)."""
+        return self.drop
 
     # ---- building ---------------------------------------------------------------------------
     def _stack(self, side: str, name: str) -> LayerStack:

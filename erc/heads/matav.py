@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from erc.config import Checked, Dropout, NonNegativeFloat, Positive, PositiveFloat, UnitInterval
 from erc.errors import UserError
 from erc.heads.base import DialogueBatch, Head, HeadInputs, HeadOutput
 from erc.heads.blocks import DialogueContext, TokenFusion, mlp
@@ -32,21 +33,21 @@ MODALITIES = ("text", "audio", "video")
 
 
 @dataclass
-class MaTAVConfig:
-    dim: int = 256  # projection / token width (paper: 256)
-    hidden: int = 256  # width of z_i and of the Mamba
-    queue_size: int = 4096  # M, per modality (ours)
-    momentum: float = 0.995  # EMA of the momentum projection heads (ours)
-    temperature: float = 0.07  # InfoNCE temperature (ours)
+class MaTAVConfig(Checked):
+    dim: Positive = 256  # projection / token width (paper: 256)
+    hidden: Positive = 256  # width of z_i and of the Mamba
+    queue_size: Positive = 4096  # M, per modality (ours)
+    momentum: UnitInterval = 0.995  # EMA of the momentum projection heads (ours)
+    temperature: PositiveFloat = 0.07  # InfoNCE temperature (ours)
     fusion_layers: int = 6
-    fusion_heads: int = 4
-    fusion_ff_mult: int = 1  # feed-forward width = mult x dim in the fusion layers (ours; cheap on CPU)
+    fusion_heads: Positive = 4
+    fusion_ff_mult: Positive = 1  # feed-forward width = mult x dim in the fusion layers (ours; cheap on CPU)
     mamba_layers: int = 2  # ours
     bidirectional: bool = False  # a second Mamba over each dialogue reversed (not in the paper)
     use_mamba: bool = True  # False: the no-mamba ablation (no dialogue context)
     use_mec: bool = True  # False: the no-mec ablation
-    mec_weight: float = 0.3
-    dropout: float = 0.1
+    mec_weight: NonNegativeFloat = 0.3
+    dropout: Dropout = 0.1
 
 
 class MaTAV(Head):

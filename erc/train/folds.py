@@ -87,15 +87,15 @@ def _session_splits(dialogue_codes: np.ndarray, spec: FoldSpec, dialogue_names: 
 
 
 def fold_splits(dialogue_codes: np.ndarray, spec: FoldSpec, dialogue_names: list[str] | np.ndarray | None = None,
-                dev_fraction: float = 0.1) -> np.ndarray:
+                dev_fraction: float | None = 0.1) -> np.ndarray:
     """Split names for every utterance under ``spec``.
 
     dialogue_codes: ``[N]`` int, the dialogue index of each utterance; dialogue_names: ``[D]``
     the dialogue ids by code (needed by session folds, whose dev is ``dev_fraction`` of the
-    training dialogues). Returns ``[N]`` object array of "train" / "dev" / "test".
+    training dialogues; None: 0.1). Returns ``[N]`` object array of "train" / "dev" / "test".
     """
     if spec.grouping == "session":
-        return _session_splits(dialogue_codes, spec, dialogue_names, dev_fraction)
+        return _session_splits(dialogue_codes, spec, dialogue_names, 0.1 if dev_fraction is None else dev_fraction)
     rng = np.random.default_rng(spec.seed)
     if spec.grouping == "utterance":
         warnings.warn(LEAK_WARNING, stacklevel=2)
