@@ -83,8 +83,8 @@ def _run_one(job: tuple) -> None:
 
     dataset, cache, label, seed, runs, threads, precision = job
     _, head, variant, overrides, opts, _ = next(h for h in HEADS if h[0] == label)
-    cfg = TrainConfig(**opts, num_threads=threads, quiet=True, seed=seed, precision=precision)
     spec = resolve_head(head, variant, overrides)
+    cfg = TrainConfig.for_head(spec.cls, **opts, num_threads=threads, quiet=True, seed=seed, precision=precision)
     t0 = time.time()
     data = load_data(cache, spec, {"text": TEXT[dataset][0]}, cfg)
     res = train_run(data, spec, cfg, runs / dataset / label / f"seed{seed}")
@@ -116,13 +116,14 @@ def train(caches: dict[str, Path], runs: Path, seeds: int, threads: int, heads: 
         for label, head, variant, overrides, opts, datasets in HEADS:
             if label not in heads or ds not in datasets:
                 continue
-            cfg = TrainConfig(**opts, num_threads=threads, quiet=True, precision=precision)
             spec = resolve_head(head, variant, overrides)
+            cfg = TrainConfig.for_head(spec.cls, **opts, num_threads=threads, quiet=True, precision=precision)
             data = load_data(cache, spec, {"text": TEXT[ds][0]}, cfg)
             res = train_seeds(data, spec, cfg, runs / ds / label, list(range(seeds)))
             seconds = sum(_run_seconds(r.run_dir) for r in res.runs)
             out[ds][label] = {"test": res.summary["test"], "dev": res.summary["dev"],
-                              "train": {k: v for k, v in vars(cfg).items() if k in opts} | {"head": head, "variant": variant},
+                              "train": {k: v for k, v in vars(cfg).items() if k in opts or k in getattr(spec.cls, "train_defaults", {})}
+                              | {"head": head, "variant": variant},
                               "overrides": overrides, "train_seconds": round(seconds, 1), "best_epochs": res.summary["best_epochs"]}
             t = res.summary["test"]
             print(f"{ds:8s} {label:15s} test W-F1 {100 * t['weighted_f1']['mean']:.2f} ± {100 * t['weighted_f1']['std']:.2f}"
