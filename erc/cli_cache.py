@@ -1,4 +1,4 @@
-"""``erc cache info`` and ``erc cache verify``."""
+"""``erc cache info``, ``erc cache verify`` and ``erc cache merge``."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ def info(path: Path = typer.Argument(..., help="A feature cache (.h5).")) -> Non
     from erc.features.reader import FeatureCache
 
     console = Console()
-    with FeatureCache(path) as cache:
+    with FeatureCache(path, allow_partial=True) as cache:
         attrs = cache.attrs
+        if cache.shard:
+            console.print(f"[yellow]part {cache.shard} of a sharded extraction[/]: its groups hold only this part's rows")
         cols = cache.utterances()
         n = len(cache)
         n_dia = len(set(cols["dialogue_id"]))
@@ -46,6 +48,8 @@ def info(path: Path = typer.Argument(..., help="A feature cache (.h5).")) -> Non
                            f"{missing} ({missing / max(g.n, 1):.1%})", f"{failed} ({failed / max(g.n, 1):.1%})",
                            str(g.attrs.get("created", "")), str(g.attrs.get("command", "")))
         console.print(groups)
+        for path, why in sorted(cache.broken.items()):
+            console.print(f"[red]{path.removeprefix('features/')}[/]: cannot be read: {why}")
         for g in cache.groups():
             prov = g.attrs.get("provenance")
             if prov:
@@ -56,17 +60,36 @@ def info(path: Path = typer.Argument(..., help="A feature cache (.h5).")) -> Non
 
 
 def verify(path: Path = typer.Argument(..., help="A feature cache (.h5).")) -> None:
-    """Check counts, shapes, offsets and NaN/Inf; exit 1 when anything is wrong."""
+    """Read every byte against its checksum; check counts, shapes, offsets and NaN/Inf. Exit 1
+    when anything is wrong, naming the first damaged rows of each dataset."""
     from erc.features.reader import FeatureCache
-    from erc.features.verify import verify_cache
+    from erc.features.verify import unchecksummed, verify_cache
 
-    with FeatureCache(path) as cache:
+    with FeatureCache(path, allow_partial=True) as cache:
         problems = verify_cache(cache)
-        groups = len(cache.groups())
+        groups = len(cache.group_paths())
         n = len(cache)
+        bare = [] if problems else unchecksummed(cache)
+        part = f"part {cache.shard} of a sharded extraction, " if cache.shard else ""
     if problems:
         for p in problems:
             print(f"FAIL {p}")
         print(f"{path}: {len(problems)} problem(s)")
         raise typer.Exit(1)
-    print(f"{path}: OK ({n} utterances, {groups} feature groups)")
+    if bare:
+        print(f"note: {len(bare)} datasets were written without checksums by an older erc (e.g. {bare[0]}); "
+              "their bytes were read but cannot be checked (re-extract with --force to add checksums)")
+    print(f"{path}: OK ({part}{n} utterances, {groups} feature groups, every byte read)")
+
+
+def merge(
+    out: Path = typer.Argument(..., help="The cache to write (or to add the merged groups to)."),
+    parts: list[Path] = typer.Argument(..., help="The partial caches of `erc extract --shard K/N`, all N of them."),
+    overwrite: bool = typer.Option(False, help="Replace a cache of another dataset at OUT."),
+) -> None:
+    """Join the parts of a sharded extraction into one cache (same manifest and encoder configs,
+    every row in exactly one part; the first problem is named otherwise)."""
+    from erc.features.merge import merge_parts
+
+    names = merge_parts(out, parts, overwrite=overwrite)
+    print(f"{out}: merged {len(parts)} parts ({', '.join(names)})")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from erc.config import parse_assignments
 from erc.errors import UserError
@@ -39,18 +41,27 @@ def extract(
     workers: int = typer.Option(2, min=1, help="Threads decoding media ahead of the encoder."),
     force: bool = typer.Option(False, help="Re-extract groups that are already up to date."),
     overwrite: bool = typer.Option(False, help="Replace a cache of another dataset at --out."),
+    strict: bool = typer.Option(False, help="Refuse the dataset on any warning (empty texts, labels differing "
+                                "in case, dialogues across splits, segments outside their media ...)."),
+    allow_missing_media: bool = typer.Option(False, help="Extract even when a modality's media are missing for "
+                                             "more than half of the utterances (they are recorded as missing)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    shard: Optional[str] = typer.Option(None, help="K/N: extract part K of N (e.g. a SLURM array task) into a "
+                                        "partial cache (default features/<dataset>.shardKofN.h5); join the "
+                                        "parts with `erc cache merge`."),
 ) -> None:
     """Run the encoders over a dataset once and cache per-utterance features in one HDF5 file."""
     from erc.extract.datasets import DATASETS, load_dataset
     from erc.extract.encoders import build_encoder
-    from erc.extract.run import RunConfig
+    from erc.extract.preflight import preflight
+    from erc.extract.run import RunConfig, resolve_device
     from erc.extract.summary import print_summary, run_with_progress
     from erc.features.schema import default_cache_path
 
     console = Console(stderr=True)
     if dataset not in DATASETS:
         raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+    resolve_device(device)  # an unknown or absent device is one line before any work
     settings = split_settings(set_)
     encoders = [e for e in (build_encoder("text", text, settings["text"]),
                             build_encoder("audio", audio, settings["audio"]),
@@ -58,17 +69,45 @@ def extract(
     if not encoders:
         raise UserError("nothing to extract: --text, --audio and --video are all none")
     corpus = load_dataset(dataset, root, settings["dataset"])
-    out = out or default_cache_path(dataset)
+    part = parse_shard(shard)
+    warnings = preflight(corpus, [e.modality for e in encoders], strict, allow_missing_media)
+    out = out or shard_cache_path(default_cache_path(dataset), part)
     command = "erc extract " + shlex.join(_canonical_args(dataset, root, text, audio, video, set_, out))
-    console.print(f"[bold]{corpus.name}[/]: {len(corpus.utterances)} utterances in "
-                  f"{len(corpus.dialogues())} dialogues -> {out}")
-    cfg = RunConfig(device=device, workers=workers, force=force, overwrite=overwrite)
+    leader = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 speaks
+    if leader:
+        for warning in warnings:
+            console.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False, soft_wrap=True)
+        console.print(f"[bold]{corpus.name}[/]: {len(corpus.utterances)} utterances in "
+                      f"{len(corpus.dialogues())} dialogues -> {out}" + (f" (part {shard})" if part else ""))
+    cfg = RunConfig(device=device, workers=workers, force=force, overwrite=overwrite, shard=part)
     try:
-        summaries = run_with_progress(corpus, encoders, out, cfg, command, console, quiet=quiet)
+        summaries = run_with_progress(corpus, encoders, out, cfg, command, console, quiet=quiet or not leader)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished batches are saved; re-run the same command to resume")
         raise typer.Exit(130) from None
-    print_summary(summaries, out, console)
+    if leader:
+        print_summary(summaries, out, console)
+        if part:
+            full = default_cache_path(dataset)
+            files = (f"{full.parent}/{full.stem}.shard*of{part[1]}{full.suffix}" if out == shard_cache_path(full, part)
+                     else f"<the {part[1]} part files>")
+            console.print(f"part {shard} done; when all {part[1]} parts are, join them: erc cache merge {full} {files}",
+                          soft_wrap=True)
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    """``"2/4"`` -> ``(2, 4)``; None stays None."""
+    if value is None:
+        return None
+    k, sep, n = value.partition("/")
+    if not sep or not k.strip().isdigit() or not n.strip().isdigit() or not 1 <= int(k) <= int(n):
+        raise UserError(f"--shard takes K/N with 1 <= K <= N (e.g. 2/4); got {value!r}")
+    return int(k), int(n)
+
+
+def shard_cache_path(path: Path, part: tuple[int, int] | None) -> Path:
+    """``features/meld.h5`` -> ``features/meld.shard2of4.h5`` for part (2, 4)."""
+    return path if part is None else path.with_name(f"{path.stem}.shard{part[0]}of{part[1]}{path.suffix}")
 
 
 def _canonical_args(dataset: str, root: str | None, text: str, audio: str, video: str,

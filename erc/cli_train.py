@@ -8,6 +8,7 @@ from typing import Any, Iterable, Optional, Sequence
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from erc.config import config_hash, parse_assignments
@@ -137,7 +138,7 @@ def train_head(
     encoders: Optional[str] = EncodersOpt,
     set_: Optional[list[str]] = SetOpt,
     variant: str = typer.Option("full", help="Ablation variant of the head."),
-    seeds: int = typer.Option(3, help="Number of seeds (0..N-1); reported as mean ± std."),
+    seeds: int = typer.Option(3, min=1, help="Number of seeds (0..N-1); reported as mean ± std."),
     epochs: Optional[int] = EpochsOpt,
     batch_size: Optional[int] = BatchOpt,
     lr: Optional[float] = LrOpt,
@@ -145,7 +146,8 @@ def train_head(
     class_weights: bool = ClassWeightsOpt,
     threads: Optional[int] = ThreadsOpt,
     max_frames: Optional[int] = MaxFramesOpt,
-    folds: Optional[int] = typer.Option(None, help="K-fold cross-validation instead of the cache's splits."),
+    folds: Optional[int] = typer.Option(None, help="K-fold cross-validation instead of the cache's splits "
+                                        "(at least 3: a test, a dev and a train fold)."),
     fold_grouping: str = typer.Option("dialogue", help="dialogue | utterance (pooled, DeepMSI-MER; leaks context)."),
     deterministic: bool = DeterministicOpt,
     precision: str = PrecisionOpt,
@@ -155,18 +157,24 @@ def train_head(
 ) -> None:
     """Train a head on a feature cache: dev-selected test weighted F1, mean ± std over seeds."""
     from erc.heads.registry import resolve_head
-    from erc.train.loop import TrainConfig
+    from erc.train.folds import FoldSpec
+    from erc.train.loop import TrainConfig, pick_device
     from erc.train.metrics import summarise
+    from erc.train.outputs import check_writable_folder
     from erc.train.progress import progress_bar
     from erc.train.sweep import run_sweep
 
+    # every option is checked before the cache is read: bad values are one line each
     overrides = parse_assignments(set_)
-    spec = resolve_head(model, variant, overrides)  # unknown head / variant / key -> UserError before loading
+    spec = resolve_head(model, variant, overrides)  # unknown head / variant / key / bad value -> UserError
     cfg = TrainConfig.for_head(spec.cls, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                                class_weights=class_weights, max_frames=max_frames, deterministic=deterministic,
                                device=device, quiet=quiet, precision=precision, num_threads=threads)
+    pick_device(cfg.device)
+    if folds is not None:
+        FoldSpec(folds, 0, fold_grouping)  # type: ignore[arg-type]  # --folds >= 3, known grouping
     cache, ds_name, mods = resolve_data(dataset, features, modalities, encoders)
-    out = out or default_run_dir(ds_name, model, variant, mods, overrides)
+    out = check_writable_folder(out or default_run_dir(ds_name, model, variant, mods, overrides), "--out")
     with progress_bar(quiet) as prog:
         res = run_sweep(cache, spec, mods, cfg, out, seeds, folds, fold_grouping, prog)  # type: ignore[arg-type]
 
@@ -183,7 +191,7 @@ def train_head(
 def ablate(
     model: str = typer.Option(..., help="Head name."),
     variants: Optional[str] = typer.Option(None, help="Comma-separated variants (default: all of the head's)."),
-    seeds: int = typer.Option(3, help="Seeds per variant."),
+    seeds: int = typer.Option(3, min=1, help="Seeds per variant."),
     dataset: str = DatasetOpt,
     features: Optional[Path] = FeaturesOpt,
     modalities: Optional[str] = ModalitiesOpt,
@@ -204,7 +212,8 @@ def ablate(
 ) -> None:
     """Train every variant of a head over several seeds and print the paper-style ablation table."""
     from erc.heads.registry import resolve_head
-    from erc.train.loop import TrainConfig
+    from erc.train.loop import TrainConfig, pick_device
+    from erc.train.outputs import check_writable_folder
     from erc.train.progress import progress_bar
     from erc.train.intervals import compare
     from erc.train.report import ablation_table
@@ -217,7 +226,9 @@ def ablate(
     cfg = TrainConfig.for_head(head_cls, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                                class_weights=class_weights, max_frames=max_frames, deterministic=deterministic,
                                device=device, quiet=quiet, precision=precision, num_threads=threads)
+    pick_device(cfg.device)
     cache, ds_name, mods = resolve_data(dataset, features, modalities, encoders)
+    check_writable_folder(out or Path("runs") / ds_name, "--out")
     results = []
     with progress_bar(quiet) as prog:
         for v, spec in specs.items():
@@ -242,8 +253,10 @@ def report(directory: Path = typer.Argument(..., help="Folder holding run direct
     if not directory.is_dir():
         raise UserError(f"{directory} is not a folder")
     df = write_report(directory)
+    excluded, no_plots = df.attrs.get("excluded", []), df.attrs.get("no_plots", [])
     if not len(df):
-        raise UserError(f"no runs (metrics.json) under {directory}")
+        why = f" ({len(excluded)} run folders are not results: e.g. {excluded[0][0]}: {excluded[0][1]})" if excluded else ""
+        raise UserError(f"no finished runs (metrics.json + done) under {directory}{why}")
     # the protocol column only where some run is not on the cache's official split
     cols = ["dataset", "head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1"]
     if (df["protocol"] == "official split").all():
@@ -261,31 +274,74 @@ def report(directory: Path = typer.Argument(..., help="Folder holding run direct
         Console().print(_compact_table("difference to full (test W-F1 points, 95 % intervals)",
                                        ["dataset", "head", "variant", "runs", "Δ", "CI seeds", "CI test"], drows))
         Console().print(ZERO_NOTE, markup=False, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for run_dir, why in excluded:
+        err.print(f"[yellow]not reported[/]: {escape(f'{run_dir}: {why}')}")
+    if no_plots:
+        err.print(f"[yellow]no plots[/] for {len(no_plots)} read-only run folders (e.g. {escape(str(no_plots[0]))})")
     Console().print(f"wrote {directory / 'report.md'} and {directory / 'report.csv'}")
 
 
 def predict(
-    run: Path = typer.Option(..., help="A finished run directory (holding best.pt)."),
+    run: Path = typer.Option(..., help="A finished run folder (holding best.pt), or a sweep folder (seed0..seedN): "
+                                       "the seeds' probabilities are averaged."),
     dataset: str = DatasetOpt,
-    root: Optional[str] = typer.Option(None, help="Extract this dataset folder / manifest with the run's encoders first."),
+    root: Optional[str] = typer.Option(None, help="New conversations: this dataset folder / manifest file, extracted "
+                                                  "with the run's encoders (in memory) first."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Dataset options, e.g. dataset.classes=4."),
-    features: Optional[Path] = FeaturesOpt,
-    device: str = typer.Option("auto", help="Extraction device: auto | cpu | cuda."),
-    out: Optional[Path] = typer.Option(None, help="CSV to write (default <run>/predictions-<dataset>.csv)."),
+    features: Optional[Path] = typer.Option(None, help="Cache to read (overrides --dataset); with --root, the cache "
+                                                       "file to extract into first (resumable)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    out: Optional[Path] = typer.Option(None, help="File to write (default <run>/predictions-<dataset>.<format>)."),
+    format_: Optional[str] = typer.Option(None, "--format", help="csv | jsonl (default: from --out's suffix, else csv)."),
+    with_embeddings: bool = typer.Option(False, "--with-embeddings",
+                                         help="Also write the head's utterance representation (the first run's)."),
+    skip_bad_media: bool = typer.Option(False, "--skip-bad-media",
+                                        help="Media not found / not readable: predict without it instead of stopping."),
+    quiet: bool = QuietOpt,
 ) -> None:
-    """Predict every utterance of a dataset with a trained head. With --root, the conversations are
-    first extracted with the run's recorded encoder configs; otherwise an existing cache is read
-    (refused when its encoders or dims differ from the run's)."""
-    from erc.apply import extract_for_run
+    """Predict every utterance with a trained head (or a sweep's seed ensemble): one row per utterance
+    with the predicted label and one probability per class. With --root, new conversations (labels
+    optional) are extracted with the run's recorded encoders; otherwise a cache is read (refused when
+    its encoders or dims differ from the run's). Prints the scores where labels are present, else
+    the predicted label distribution."""
+    from erc.apply import Predictor
+    from erc.apply.predictor import progress_display
     from erc.cli_extract import split_settings
+    from erc.extract.datasets import load_dataset
     from erc.features.schema import default_cache_path
-    from erc.train.predict import predict_cache
+    from erc.extract.run import resolve_device
+    from erc.train.outputs import check_writable_file, check_writable_folder
+    from erc.train.predict import summary_lines, write_predictions
 
+    fmt = (format_ or ("jsonl" if out is not None and out.suffix.lower() in (".jsonl", ".ndjson") else "csv")).lower()
+    if fmt not in ("csv", "jsonl"):
+        raise UserError(f"--format must be csv or jsonl; got {format_!r}")
+    resolve_device(device)  # an unknown or absent device: one line before any work
+    # where the results go is checked before any extraction work
+    if out is not None:
+        check_writable_file(out, "--out")
+    else:
+        check_writable_folder(run, "--run")
+    console = Console()
+    predictor = Predictor.load(run, device, load_encoders=root is not None)
+    names = ", ".join(d.name for d in predictor.run_dirs) if predictor.n_runs > 1 else str(predictor.run_dirs[0])
+    console.print(f"{predictor.n_runs} run(s): {names}" + (" (probabilities averaged)" if predictor.n_runs > 1 else ""),
+                  markup=False, highlight=False, soft_wrap=True)
     if root is not None:
-        cache = features if features is not None else Path(run) / "predict" / f"{dataset}.h5"
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        extract_for_run(run, dataset, root, split_settings(set_)["dataset"], cache, device)
+        corpus = load_dataset(dataset, root, split_settings(set_)["dataset"])
+        name = corpus.name
+        with progress_display(quiet) as progress:
+            df = predictor.predict_corpus(corpus, with_embeddings, "absent" if skip_bad_media else "error", progress,
+                                          cache_path=features)
     else:
         cache = features if features is not None else default_cache_path(dataset)
-    path = predict_cache(run, cache, out)
-    Console().print(f"wrote {path}")
+        df = predictor.predict_cache(cache, with_embeddings)
+        name = dataset if features is None else cache.stem
+    for m, k in df.attrs.get("absent", {}).items():
+        if k:
+            console.print(f"note: {k} of {len(df)} utterances have no {m} (the head sees it as missing)", markup=False)
+    path = write_predictions(df, out or Path(run) / f"predictions-{name}.{fmt}", fmt)
+    for line in summary_lines(df, predictor.labels):
+        Console().print(line, markup=False, highlight=False, soft_wrap=True)
+    Console().print(f"wrote {path} ({len(df)} utterances)", markup=False, highlight=False, soft_wrap=True)

@@ -51,6 +51,12 @@ class Corpus:
     """A dataset read from disk: its class list (in label-index order) and its utterances.
 
     ``utterances`` are grouped by dialogue and ordered by turn inside each dialogue.
+
+    What an adapter noticed while reading, for the checks before extraction
+    (:mod:`erc.extract.preflight`): ``warnings``, doubtful values (one summary line each);
+    ``media_searched``, per split, the folders it searched for media it did not find;
+    ``expected_seconds``, utterance id -> the length of its clip according to the annotations
+    (MELD's StartTime / EndTime), to flag clips that disagree.
     """
 
     name: str
@@ -58,6 +64,9 @@ class Corpus:
     utterances: list[Utterance]
     root: str = ""
     options: dict[str, object] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    media_searched: dict[str, list[str]] = field(default_factory=dict)
+    expected_seconds: dict[str, float] = field(default_factory=dict)
 
     def dialogues(self) -> dict[str, list[Utterance]]:
         """Dialogue id -> its utterances in turn order (insertion order of first appearance)."""

@@ -34,3 +34,50 @@ def assert_one_line_error(res: Result, *needles: str) -> None:
     assert len(lines) == 1, res.err
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def run_erc_here(*args: str, cwd: Path | None = None) -> Result:
+    """``erc ARGS`` in this process (no interpreter start, no imports: ~100x faster than
+    :func:`run_erc`), through the console script's ``main``. An exception that escapes ``main`` is
+    printed as the traceback a user would see."""
+    import contextlib
+    import io
+    import traceback
+
+    from erc.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    before = Path.cwd()
+    os.chdir(cwd or before)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:  # noqa: BLE001 - what the user would see
+                traceback.print_exc(file=err)
+                code = 1
+    finally:
+        os.chdir(before)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def invoke_erc(*args: str) -> Result:
+    """``erc ARGS`` in this process (typer's CliRunner, faster than a subprocess); a UserError
+    becomes what :func:`erc.cli.main` prints (one ``erc: error:`` line, exit 2), any other
+    exception its traceback."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from erc.cli import app
+    from erc.errors import UserError
+
+    res = CliRunner().invoke(app, list(args))
+    if isinstance(res.exception, UserError):
+        return Result(2, res.output, f"erc: error: {res.exception}\n")
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        return Result(1, res.output, "".join(traceback.format_exception(*res.exc_info)))  # type: ignore[misc]
+    return Result(res.exit_code, res.output, "")

@@ -61,9 +61,9 @@ def test_cache_info_on_a_missing_file_is_one_line(tmp_path):
 
 def test_manifest_without_required_columns_is_one_line(tmp_path):
     path = tmp_path / "m.csv"
-    path.write_text("dialogue_id,utterance_id,text\nd1,u1,hi\n")
+    path.write_text("dialogue_id,utterance_id,label\nd1,u1,joy\n")
     res = run_erc("extract", "--dataset", "manifest", "--root", str(path), cwd=tmp_path)
-    assert_one_line_error(res, "label")
+    assert_one_line_error(res, "text")
 
 
 def test_manifest_with_duplicate_utterance_ids_is_one_line(tmp_path):

@@ -1,6 +1,7 @@
 """The CUDA paths, checked where there is a GPU (marked ``gpu``; skipped cleanly without CUDA):
-mamba-ssm's kernels against the PyTorch Mamba path, fp16 extraction against fp32 on the CPU, and a
-MaTAV run on the GPU recording which Mamba ran."""
+mamba-ssm's kernels against the PyTorch Mamba path, fp16 extraction against fp32 on the CPU, a
+MaTAV run on the GPU recording which Mamba ran, and (where two GPUs exist) an extraction by two
+torchrun ranks, one per GPU, against one CPU process."""
 
 from __future__ import annotations
 
@@ -68,3 +69,44 @@ def test_matav_trains_on_cuda_and_records_its_mamba_backend(tmp_path) -> None:
                     TrainConfig(epochs=2, batch_size=4, device="cuda", quiet=True), tmp_path / "run")
     assert res.extra["mamba_backend"] == ["mamba-ssm" if mamba_ssm_available() else "torch"]
     assert np.isfinite(res.test["weighted_f1"])
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_two_gpus_under_torchrun_write_the_cache_of_one_cpu_process(tmp_path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import h5py
+
+    from erc.extract.datasets import load_dataset
+    from erc.extract.run import RunConfig, extract
+    from tests.cli_utils import ROOT
+
+    words = "good bad happy sad angry calm fine terrible wonderful okay sure no yes maybe".split()
+    rng = np.random.default_rng(0)
+    rows = ["dialogue_id,utterance_id,turn,speaker,text,label,split"]
+    rows += [f"d{i // 6},u{i},{i % 6},A,{' '.join(rng.choice(words, size=int(rng.integers(1, 20))))},x,train"
+             for i in range(96)]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    cpu, gpus = tmp_path / "cpu.h5", tmp_path / "gpus.h5"
+    extract(load_dataset("manifest", manifest), [build_encoder("text", "minilm", {"batch_size": "8"})], cpu,
+            RunConfig(device="cpu"), "cpu")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "erc.cli", "extract", "--dataset", "manifest", "--root", str(manifest), "--text",
+                          "minilm", "--audio", "none", "--video", "none", "--set", "text.batch_size=8",
+                          "--device", "cuda", "--out", str(gpus), "--quiet"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    with h5py.File(cpu) as a, h5py.File(gpus) as b:
+        g = "features/text/minilm"
+        pa, pb = a[f"{g}/pooled"][()], b[f"{g}/pooled"][()]
+        cosine = (pa * pb).sum(1) / (np.linalg.norm(pa, axis=1) * np.linalg.norm(pb, axis=1))
+        assert cosine.min() > 0.999  # fp16 on the GPUs against fp32 on the CPU
+        for key in ("offsets", "present", "status"):
+            np.testing.assert_array_equal(a[f"{g}/{key}"][()], b[f"{g}/{key}"][()])
+        devices = json.loads(b[g].attrs["extraction"])["devices"]
+    assert len(devices) == 2 and devices[0].startswith("cuda:0") and devices[1].startswith("cuda:1")

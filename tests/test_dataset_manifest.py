@@ -90,8 +90,8 @@ def test_manifest_unknown_extension_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_manifest_missing_required_columns_are_named(tmp_path: Path) -> None:
-    p = write(tmp_path / "m.csv", ["dialogue_id,utterance_id,text", "d,u,t"])
-    with pytest.raises(UserError, match="label, split"):
+    p = write(tmp_path / "m.csv", ["dialogue_id,label,split", "d,x,train"])
+    with pytest.raises(UserError, match="utterance_id, text"):
         load_manifest(p, {})
 
 

@@ -117,3 +117,70 @@ def test_meld_unknown_emotion_is_a_user_error(mini: Path, tmp_path: Path) -> Non
     p.write_text(p.read_text().replace(",joy,", ",happy,"))
     with pytest.raises(UserError, match="unknown emotion 'happy'"):
         load_meld(tmp_path, {})
+
+
+def _rearrange(mini: Path, root: Path, csv_sub: str, clip_sub: str) -> Path:
+    """Copy the mini release into ``root`` with each split's CSV under ``csv_sub`` and its clip
+    folder under ``clip_sub`` (``{split}`` is replaced by the split's name)."""
+    from erc.extract.datasets.meld import CLIP_DIRS, CSV_NAMES
+
+    for split in CSV_NAMES:
+        for sub, name in ((csv_sub, CSV_NAMES[split]), (clip_sub, CLIP_DIRS[split])):
+            dest = root / sub.format(split=split)
+            dest.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if (mini / name).is_dir() else shutil.copy)(mini / name, dest / name)
+    return root
+
+
+@pytest.mark.parametrize("csv_sub,clip_sub,root_sub", [
+    ("MELD.Raw", "MELD.Raw/{split}", ""),  # MELD.Raw/train/train_splits: train.tar.gz unpacked in place
+    ("MELD.Raw", "MELD.Raw/{split}", "MELD.Raw"),  # --root is MELD.Raw itself
+    ("{split}", "{split}", ""),  # CSVs and clips in per-split folders
+    ("data/MELD", "data/MELD", ""),
+])
+def test_meld_finds_csvs_and_clips_in_the_common_layouts(mini: Path, tmp_path: Path, csv_sub: str, clip_sub: str,
+                                                         root_sub: str) -> None:
+    root = _rearrange(mini, tmp_path / "r", csv_sub, clip_sub)
+    c = load_meld(root / root_sub, {})
+    assert len(c.utterances) == 9 and c.media_searched == {}
+    assert sum(Path(u.video).is_file() for u in c.utterances) == 8  # all but the one missing clip
+
+
+def test_meld_missing_csv_error_names_every_path_tried(mini: Path, tmp_path: Path) -> None:
+    root = _rearrange(mini, tmp_path / "r", "{split}", "{split}")
+    (root / "dev" / "dev_sent_emo.csv").unlink()
+    with pytest.raises(UserError) as err:
+        load_meld(root, {})
+    msg = str(err.value)
+    assert "dev_sent_emo.csv" in msg and str(root / "dev" / "dev_sent_emo.csv") in msg
+    assert str(root / "MELD.Raw" / "dev_sent_emo.csv") in msg and "\n" not in msg
+
+
+def test_meld_records_the_folders_searched_for_missing_clips(mini: Path, tmp_path: Path) -> None:
+    for name in ("train", "dev", "test"):
+        shutil.copy(mini / f"{name}_sent_emo.csv", tmp_path)
+    (tmp_path / "test.tar.gz").write_bytes(b"\x1f\x8b")
+    c = load_meld(tmp_path, {})
+    assert set(c.media_searched) == {"train", "dev", "test"}
+    assert str(tmp_path / "MELD.Raw" / "train" / "train_splits") in c.media_searched["train"]
+    assert c.media_searched["test"][0] == f"{tmp_path / 'test.tar.gz'} (an archive: unpack it)"
+
+
+def test_meld_warns_about_scene_long_and_empty_csv_spans_and_clips_that_disagree(mini: Path, tmp_path: Path) -> None:
+    from erc.extract.preflight import preflight
+
+    shutil.copytree(mini, tmp_path / "m")
+    test_csv = tmp_path / "m" / "test_sent_emo.csv"
+    lines = test_csv.read_text().splitlines()
+    lines[1] = lines[1].replace('"00:00:02,000"', '"00:05:00,000"').replace(",00:00:02,000", ",00:05:00,000")
+    lines[2] = lines[2].replace("00:00:02,000", "00:00:01,000")
+    test_csv.write_text("\n".join(lines) + "\n")
+    c = load_meld(tmp_path / "m", {})
+    assert c.expected_seconds["test_dia3_utt0"] == pytest.approx(299.0)
+    assert c.expected_seconds["train_dia0_utt0"] == pytest.approx(1.0)
+    warnings = preflight(c, ["audio", "video"])
+    assert any("span more than 60 s" in w and "test_dia3_utt0 (299 s)" in w for w in warnings), warnings
+    assert any("empty StartTime-EndTime span" in w and "test_dia3_utt1" in w for w in warnings), warnings
+    clip = [w for w in warnings if "differ in length" in w]
+    assert len(clip) == 1 and clip[0].startswith("1 clip(s)") and "test_dia3_utt0 (clip 0." in clip[0]
+    assert "CSV 299.0 s)" in clip[0]

@@ -81,11 +81,11 @@ def test_sigkill_mid_extraction_then_resume_equals_an_uninterrupted_run(tmp_path
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shard_dir = parts_dir(killed) / "text__minilm"
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(shard_dir.glob("b*.npz"))) < 5:
+    while time.time() < deadline and len(list(shard_dir.glob("b*.shard"))) < 5:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done_before = len(list(shard_dir.glob("b*.npz")))
+    done_before = len(list(shard_dir.glob("b*.shard")))
     assert 5 <= done_before < 120, "the run was not killed mid-extraction"
     resumed = subprocess.run(_extract_cmd(manifest, killed), env=env, cwd=tmp_path, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr

@@ -6,10 +6,8 @@ import pytest
 import torch
 
 from tests.batches import pad_batch, random_batch
-from erc.heads import HEADS, get_head
-from tests.test_heads_shapes import DIMS, FRAME_DIMS, make
+from tests.test_heads_shapes import CASES, DIMS, FRAME_DIMS, make
 
-CASES = [(name, v) for name in HEADS for v in get_head(name).variants]
 
 
 @pytest.mark.parametrize("name,variant", CASES)

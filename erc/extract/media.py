@@ -173,8 +173,11 @@ def _video_av(path: str, n: int, start: float, end: float | None) -> list[np.nda
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         base = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        total = _stream_duration(container, stream)
+        if total is not None and start >= total:  # else the last frame would pass for the segment
+            raise MediaError(f"segment [{start}, {end}] starts after the end of {path} ({total:.2f} s)")
         if end is None:
-            end = _stream_duration(container, stream)
+            end = total
         if end is None:  # unknown length: decode everything, then pick
             timed = [(t, f.to_ndarray(format="rgb24")) for t, f in _timed_frames(container, stream)
                      if t >= base + start]

@@ -1,5 +1,10 @@
-"""The extraction loop: length-sorted batches, decoding overlapped with encoding, per-utterance
-failures recorded, crash-safe shards, and an atomic commit per encoder group."""
+"""The extraction loop: length-sorted batches, decoding overlapped with encoding and shard writes
+with both, per-utterance failures recorded, crash-safe shards, and a commit per encoder group.
+
+One process, the ranks of ``torchrun`` (:mod:`erc.extract.dist`), and the parts of ``--shard K/N``
+all run this loop: the batch plan is split by estimated cost (:mod:`erc.extract.plan`), each
+process encodes its share into the group's journal, and one process commits.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from erc.config import config_hash
 from erc.corpus import Corpus, Utterance
 from erc.errors import MediaError, MediaMissing
+from erc.extract.dist import Ranks, device_name, from_env, rank_device
 from erc.extract.encoders.base import Encoded, Encoder
+from erc.extract.plan import dialogue_positions, plan_batches, plan_with_costs, split_batches
 from erc.extract.provenance import group_attrs
-from erc.features.journal import BatchResult
+from erc.features.faults import disk_errors
+from erc.features.journal import BatchResult, ShardStore
 from erc.features.reader import FeatureCache
 from erc.features.schema import UTTERANCE_COLUMNS, UtteranceTable
 from erc.features.writer import CacheWriter
+
+__all__ = ["RunConfig", "GroupSummary", "extract", "extract_group", "plan_batches", "dialogue_positions",
+           "utterance_table", "resolve_device"]
 
 
 @dataclass
@@ -31,6 +44,8 @@ class RunConfig:
     frame_dtype: on-disk dtype of frame sequences.
     force: re-extract groups that are already complete with the same config.
     overwrite: replace a cache (or partial run) that belongs to another dataset.
+    shard: (K, N): extract only part K of N of the batch plan into a partial cache (``erc cache
+        merge`` joins the parts).
     """
 
     device: str = "auto"
@@ -39,6 +54,7 @@ class RunConfig:
     frame_dtype: str = "float16"
     force: bool = False
     overwrite: bool = False
+    shard: tuple[int, int] | None = None
 
 
 @dataclass
@@ -78,24 +94,6 @@ def utterance_table(corpus: Corpus) -> UtteranceTable:
     """The rows of the cache made from ``corpus`` (what the cache's ``/utterances`` holds)."""
     return UtteranceTable(corpus.name, list(corpus.labels), corpus.manifest_hash(),
                           {col: [getattr(u, col) for u in corpus.utterances] for col in UTTERANCE_COLUMNS})
-
-
-def plan_batches(encoder: Encoder, utterances: Sequence[Utterance]) -> list[list[int]]:
-    """Row indices in batches of ``encoder.config.batch_size``, longest first (stable), so that
-    padding inside a batch is small. Deterministic: a resumed run rebuilds the same plan."""
-    keys = [encoder.sort_key(u) for u in utterances]
-    order = sorted(range(len(utterances)), key=lambda i: (-keys[i], i))
-    size = max(1, int(encoder.config.batch_size))
-    return [order[i: i + size] for i in range(0, len(order), size)]
-
-
-def dialogue_positions(corpus: Corpus) -> list[tuple[list[Utterance], int]]:
-    """For each row of ``corpus.utterances``: its dialogue (in turn order) and its position there."""
-    where: dict[str, tuple[list[Utterance], int]] = {}
-    for utts in corpus.dialogues().values():
-        for p, u in enumerate(utts):
-            where[u.utterance_id] = (utts, p)
-    return [where[u.utterance_id] for u in corpus.utterances]
 
 
 def _prepare_batch(encoder: Encoder, corpus_rows: list[tuple[list[Utterance], int]],
@@ -138,74 +136,135 @@ def _encode_batch(encoder: Encoder, items: list[Any], status: list[str]) -> list
     return out
 
 
-def extract_group(corpus: Corpus, encoder: Encoder, writer: CacheWriter, cfg: RunConfig, command: str,
-                  progress: ProgressFn | None = None) -> GroupSummary:
-    """Extract one encoder's features for every utterance of ``corpus`` into the writer's cache."""
+def _run_batches(encoder: Encoder, corpus_rows: list[tuple[list[Utterance], int]], plan: list[list[int]],
+                 batches: Sequence[int], store: ShardStore, cfg: RunConfig,
+                 done: Callable[[int], None]) -> None:
+    """Encode ``batches`` of ``plan`` into ``store``: worker threads decode up to ``cfg.prefetch``
+    batches ahead, the encoder runs here, and one thread writes shards behind it (at most two
+    batches wait for their write, so memory stays bounded by the batch)."""
+    with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool, ThreadPoolExecutor(max_workers=1) as io:
+        queue: collections.deque[tuple[int, Future]] = collections.deque()
+        writes: collections.deque[tuple[int, Future]] = collections.deque()
+        it = iter(batches)
+        for b in it:
+            queue.append((b, pool.submit(_prepare_batch, encoder, corpus_rows, plan[b])))
+            if len(queue) >= max(1, cfg.prefetch):
+                break
+        while queue:
+            b, fut = queue.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                queue.append((nxt, pool.submit(_prepare_batch, encoder, corpus_rows, plan[nxt])))
+            rows, items, status = fut.result()
+            encoded = _encode_batch(encoder, items, status)
+            writes.append((len(rows), io.submit(store.write, b, BatchResult(rows, status, encoded), cfg.frame_dtype)))
+            while len(writes) > (1 if queue else 0):
+                n, w = writes.popleft()
+                w.result()
+                done(n)
+
+
+def extract_group(corpus: Corpus, encoder: Encoder, writer: CacheWriter | None, cfg: RunConfig, command: str,
+                  progress: ProgressFn | None = None, ranks: Ranks | None = None, out: Path | None = None,
+                  run_info: dict[str, Any] | None = None) -> GroupSummary:
+    """Extract one encoder's features for every utterance of ``corpus`` (or of ``cfg.shard``'s
+    part) into the cache. ``writer`` is rank 0's; the other ranks pass None and ``out``."""
+    ranks = ranks or Ranks()
+    out = Path(out if out is not None else writer.path)  # type: ignore[union-attr]
     t0 = time.perf_counter()
     summary = GroupSummary(encoder.modality, encoder.name, len(corpus.utterances))
     chash = config_hash({"encoder": encoder.config_dict(), "frame_dtype": cfg.frame_dtype})
-    if not cfg.force and writer.is_current(encoder.modality, encoder.name, chash):
+    plan, costs = plan_with_costs(encoder, corpus.utterances)
+    part = list(range(len(plan))) if cfg.shard is None else split_batches(costs, cfg.shard[1])[cfg.shard[0] - 1]
+    part_rows = np.sort(np.asarray([r for b in part for r in plan[b]], dtype=np.int64))
+    summary.n = len(part_rows)
+
+    def open_journal() -> list[int] | None:
+        assert writer is not None
+        if not cfg.force and writer.is_current(encoder.modality, encoder.name, chash):
+            return None
+        with disk_errors(out):
+            writer.journal(encoder.modality, encoder.name).open(chash, plan)
+        return sorted(writer.journal(encoder.modality, encoder.name).finished())
+
+    finished = ranks.lead(open_journal)
+    if finished is None:
         summary.state = "up to date"
-        return _fill_counts(summary, writer.path)
-    corpus_rows = dialogue_positions(corpus)
-    plan = plan_batches(encoder, corpus.utterances)
-    store = writer.journal(encoder.modality, encoder.name)
-    done = store.open(chash, plan)
-    summary.resumed_batches = done
-    finished = store.finished()
-    todo = [b for b in range(len(plan)) if b not in finished]
-    desc = f"{encoder.modality}/{encoder.name}"
+        return _fill_counts(summary, out) if ranks.leader else summary
+    done_before = set(finished) & set(part)
+    summary.resumed_batches = len(done_before)
+    todo = [b for b in part if b not in done_before]
+    mine = [todo[i] for i in split_batches([costs[b] for b in todo], ranks.world)[ranks.rank]]
+    desc = f"{encoder.modality}/{encoder.name}" + (f" (rank 0 of {ranks.world})" if ranks.world > 1 else "")
     if progress:
-        progress(desc, sum(len(plan[b]) for b in finished), len(corpus.utterances))
-    if todo:
+        if ranks.world == 1:
+            progress(desc, sum(len(plan[b]) for b in done_before), len(part_rows))
+        else:
+            progress(desc, 0, sum(len(plan[b]) for b in mine))
+    if mine:
         t_load = time.perf_counter()
         encoder.load(cfg.device, fp16=cfg.device == "cuda")
         summary.load_seconds = time.perf_counter() - t_load
-        with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-            queue: collections.deque[tuple[int, Future]] = collections.deque()
-            it = iter(todo)
-            for b in it:
-                queue.append((b, pool.submit(_prepare_batch, encoder, corpus_rows, plan[b])))
-                if len(queue) >= max(1, cfg.prefetch):
-                    break
-            while queue:
-                b, fut = queue.popleft()
-                nxt = next(it, None)
-                if nxt is not None:
-                    queue.append((nxt, pool.submit(_prepare_batch, encoder, corpus_rows, plan[nxt])))
-                rows, items, status = fut.result()
-                encoded = _encode_batch(encoder, items, status)
-                store.write(b, BatchResult(rows, status, encoded))
-                if progress:
-                    progress(desc, len(rows), len(corpus.utterances))
-    writer.commit(encoder.modality, encoder.name, group_attrs(encoder, chash, corpus, command), cfg.frame_dtype)
-    summary.state = "resumed" if done else "extracted"
+        store = ShardStore(out, encoder.modality, encoder.name)
+        with disk_errors(out):
+            _run_batches(encoder, dialogue_positions(corpus), plan, mine, store, cfg,
+                         lambda n: progress(desc, n, len(part_rows)) if progress else None)
+    ranks.barrier()
+
+    def commit() -> None:
+        assert writer is not None
+        attrs = group_attrs(encoder, chash, corpus, command)
+        if run_info:
+            attrs["extraction"] = run_info
+        writer.commit(encoder.modality, encoder.name, attrs, cfg.frame_dtype,
+                      rows=part_rows if cfg.shard is not None else None)
+
+    ranks.lead(commit)
+    summary.state = "resumed" if done_before else "extracted"
     summary.seconds = time.perf_counter() - t0
-    return _fill_counts(summary, writer.path)
+    return _fill_counts(summary, out) if ranks.leader else summary
 
 
 def _fill_counts(summary: GroupSummary, out: Path) -> GroupSummary:
-    with FeatureCache(out) as cache:
+    with FeatureCache(out, allow_partial=True) as cache:
         ids = cache.utterances()["utterance_id"]
-        for uid, st in zip(ids, cache.status(summary.modality, summary.encoder)):
+        rows = cache.rows(summary.modality, summary.encoder)
+        for r, st in zip(rows.tolist(), cache.status(summary.modality, summary.encoder)):
             if st == "ok":
                 summary.ok += 1
             elif st.startswith("missing"):
                 summary.missing += 1
-                summary.failures.append((uid, st))
+                summary.failures.append((ids[r], st))
             else:
                 summary.failed += 1
-                summary.failures.append((uid, st))
+                summary.failures.append((ids[r], st))
     return summary
 
 
 def extract(corpus: Corpus, encoders: list[Encoder], out: Path, cfg: RunConfig, command: str,
             progress: ProgressFn | None = None) -> list[GroupSummary]:
-    """Extract every encoder in turn into ``out`` (each group committed as soon as it is done)."""
-    cfg.device = resolve_device(cfg.device)
-    writer = CacheWriter(out, utterance_table(corpus), overwrite=cfg.overwrite)
-    for enc in encoders:
-        enc.check()
-    summaries = [extract_group(corpus, enc, writer, cfg, command, progress) for enc in encoders]
-    writer.finish()
-    return summaries
+    """Extract every encoder in turn into ``out`` (each group committed as soon as it is done).
+    Under ``torchrun`` every rank calls this with the same arguments; each encodes its share."""
+    ranks = from_env()
+    try:
+        cfg.device = rank_device(ranks, resolve_device(cfg.device))
+        shard = f"{cfg.shard[0]}/{cfg.shard[1]}" if cfg.shard else None
+        run_info = {"processes": ranks.world, "devices": sorted(set(ranks.gather(device_name(cfg.device)))),
+                    "shard": shard}
+        table = utterance_table(corpus)
+        holder: list[CacheWriter] = []
+        ranks.lead(lambda: holder.append(CacheWriter(out, table, overwrite=cfg.overwrite, shard=shard)))
+        writer = holder[0] if holder else None
+        try:
+            for enc in encoders:
+                enc.check()
+            summaries = [extract_group(corpus, enc, writer, cfg, command, progress if ranks.leader else None,
+                                       ranks, out, run_info) for enc in encoders]
+            if writer is not None:
+                writer.finish()
+        finally:
+            if writer is not None:
+                writer.close()
+        return summaries
+    finally:
+        ranks.close()

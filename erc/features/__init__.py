@@ -1,1 +1,1 @@
-"""The feature cache: one HDF5 file per extraction (schema in :mod:`erc.features.schema`)."""
+"""The feature cache: a root HDF5 file linking one file per group (schema in :mod:`erc.features.schema`)."""

@@ -9,6 +9,16 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file under this process's umask (mkstemp gives 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
 def write_atomic(path: Path, content: str | bytes | Callable[[BinaryIO], None]) -> None:
     """Write ``content`` (text, bytes, or a function that writes into a binary file) to ``path``
     via a temporary file beside it, ``fsync`` and ``os.replace``; the folder is created if needed.
@@ -17,6 +27,7 @@ def write_atomic(path: Path, content: str | bytes | Callable[[BinaryIO], None]) 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             if callable(content):
                 content(f)
@@ -28,3 +39,49 @@ def write_atomic(path: Path, content: str | bytes | Callable[[BinaryIO], None]) 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Create or replace ``path`` atomically with a file that ``write`` builds at a temporary path
+    beside it (for writers that open the file by name themselves, such as HDF5): ``fsync``,
+    ``os.replace``, then ``fsync`` of the folder. On any error the temporary file is removed and
+    ``path`` is left as it was."""
+    tmp = temp_path(path)
+    try:
+        write(tmp)
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh temporary name beside ``path`` (``.<name>.<random>.tmp``; the file is created empty
+    so that the name is taken)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

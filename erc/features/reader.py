@@ -1,4 +1,10 @@
-"""Read a feature cache: utterance table, per-encoder arrays and provenance."""
+"""Read a feature cache: utterance table, per-encoder arrays and provenance.
+
+Every read goes through :meth:`FeatureCache._read`, which turns a failed checksum (HDF5's
+fletcher32 on every chunk, a ``crc32`` on string columns) or a damaged file into one
+:class:`~erc.errors.UserError` naming the cache, the group and the rows, so that stage 2 never
+trains on garbage.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,12 @@ import h5py
 import numpy as np
 
 from erc.errors import UserError
+from erc.features.groupfile import strings_crc
 from erc.features.schema import SCHEMA_VERSION, STR_COLUMNS, UTTERANCE_COLUMNS, group_path
+
+
+class CacheCorrupt(UserError):
+    """A dataset of the cache fails its checksum or cannot be read."""
 
 
 @dataclass
@@ -36,11 +47,16 @@ class FeatureCache:
     """A read-only view of a cache file. Arrays are read whole on request (caches of pooled
     vectors are small; frames can be large, so they are read only when asked for).
 
+    The group files a cache links to are opened once, when the cache is opened, so a writer that
+    replaces a group meanwhile does not pull it from under this reader.
+
     >>> cache = FeatureCache("features/demo.h5")
     >>> cache.pooled("text", "minilm").shape   # [N, D]
+
+    allow_partial: open a part of a ``--shard`` extraction (groups then hold a ``rows`` subset).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, allow_partial: bool = False) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise UserError(f"no feature cache at {self.path}; run `erc extract` first (or pass --features)")
@@ -48,13 +64,46 @@ class FeatureCache:
             self._h5 = h5py.File(self.path, "r")
         except OSError as e:
             raise UserError(f"{self.path} is not a readable HDF5 feature cache ({e})") from None
+        try:
+            self._open(allow_partial)
+        except BaseException:
+            self._h5.close()
+            raise
+
+    def _open(self, allow_partial: bool) -> None:
         version = self._h5.attrs.get("schema_version")
-        if version is None or "utterances" not in self._h5:
-            raise UserError(f"{self.path} is not an erc feature cache (no schema_version / utterances)")
+        self.broken: dict[str, str] = {}
+        self._objects: dict[str, Any] = {}
+        self._pin("utterances")
+        if version is None or "utterances" not in self._objects:
+            why = self.broken.get("utterances")
+            raise UserError(f"{self.path} is not an erc feature cache ({why or 'no schema_version / utterances'})")
         if int(version) > SCHEMA_VERSION:
             raise UserError(f"{self.path} has schema {version}; this erc reads up to {SCHEMA_VERSION}")
+        shard = self._h5.attrs.get("shard")
+        self.shard = str(shard) if shard is not None else None
+        if self.shard and not allow_partial:
+            raise UserError(f"{self.path} is part {self.shard} of a sharded extraction (erc extract --shard); "
+                            "join all the parts first: erc cache merge OUT.h5 PART.h5 ...")
+        feats = self._h5.get("features")
+        for modality in sorted(feats) if feats is not None else []:
+            for encoder in sorted(feats[modality]):
+                self._pin(group_path(modality, encoder))
+
+    def _pin(self, path: str) -> None:
+        """Open ``path`` (following an external link) and keep it open, or record why not."""
+        try:
+            self._objects[path] = self._h5[path]
+        except (KeyError, OSError) as e:
+            link = self._h5.get(path, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                self.broken[path] = (f"its file {link.filename} (beside {self.path.name}) is missing or unreadable: "
+                                     f"a cache is {self.path.name} together with its folder {self.path.name}.groups/")
+            elif link is not None:
+                self.broken[path] = f"cannot be opened ({e})"
 
     def close(self) -> None:
+        self._objects.clear()
         self._h5.close()
 
     def __enter__(self) -> FeatureCache:
@@ -62,6 +111,21 @@ class FeatureCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ---- reading, checked -------------------------------------------------------------------
+    def _read(self, ds: h5py.Dataset, what: str, sel: Any = ()) -> np.ndarray:
+        """``ds[sel]``, or :class:`CacheCorrupt` naming ``what`` when a chunk fails its checksum."""
+        try:
+            data = ds[sel]
+        except OSError as e:
+            raise CacheCorrupt(f"{self.path}: {what} cannot be read ({e}); the file is damaged: run "
+                               f"`erc cache verify {self.path}` for the rows, then re-extract the group "
+                               "with `erc extract ... --force`") from None
+        crc = ds.attrs.get("crc32") if ds.dtype.kind == "O" else None
+        if crc is not None and sel == () and strings_crc(data) != int(crc):
+            raise CacheCorrupt(f"{self.path}: {what} fails its checksum (crc32); the file is damaged: run "
+                               f"`erc cache verify {self.path}`, then re-extract the group with `erc extract ... --force`")
+        return data
 
     # ---- file-level -------------------------------------------------------------------------
     @property
@@ -77,47 +141,52 @@ class FeatureCache:
         return json.loads(self._h5.attrs["labels"])
 
     def __len__(self) -> int:
-        return int(self._h5["utterances/utterance_id"].shape[0])
+        return int(self._objects["utterances"]["utterance_id"].shape[0])
 
     def utterances(self) -> dict[str, np.ndarray | list[str]]:
         """Column name -> values, in row order (strings as ``list[str]``, ``turn`` as int64)."""
-        g = self._h5["utterances"]
+        g = self._objects["utterances"]
         out: dict[str, Any] = {}
         for col in UTTERANCE_COLUMNS:
             if col not in g:
                 continue
-            arr = g[col][()]
+            arr = self._read(g[col], f"utterances/{col}")
             out[col] = _decode(arr) if col in STR_COLUMNS else np.asarray(arr)
         return out
 
     # ---- groups -----------------------------------------------------------------------------
+    def group_paths(self) -> list[str]:
+        """Every ``features/<m>/<e>`` path, readable or not (see ``broken``)."""
+        return sorted(p for p in (*self._objects, *self.broken) if p.startswith("features/"))
+
     def groups(self) -> list[GroupInfo]:
-        out: list[GroupInfo] = []
-        feats = self._h5.get("features")
-        if feats is None:
-            return out
-        for modality in sorted(feats):
-            for encoder in sorted(feats[modality]):
+        out = []
+        for path in self.group_paths():
+            if path in self._objects:
+                _, modality, encoder = path.split("/", 2)
                 out.append(self.group(modality, encoder))
         return out
 
     def has(self, modality: str, encoder: str) -> bool:
-        return group_path(modality, encoder) in self._h5
+        return group_path(modality, encoder) in self._objects
 
     def encoders(self, modality: str) -> list[str]:
-        feats = self._h5.get(f"features/{modality}")
-        return sorted(feats) if feats is not None else []
+        """The encoder groups of ``modality``, readable or not (reading a broken one says why)."""
+        prefix = f"features/{modality}/"
+        return sorted(p[len(prefix):] for p in self.group_paths() if p.startswith(prefix))
 
     def _group(self, modality: str, encoder: str) -> h5py.Group:
         path = group_path(modality, encoder)
-        if path not in self._h5:
+        if path in self.broken:
+            raise UserError(f"{self.path}: group {modality}/{encoder} cannot be read: {self.broken[path]}")
+        if path not in self._objects:
             have = ", ".join(f"{g.modality}/{g.encoder}" for g in self.groups()) or "none"
             raise UserError(f"{self.path} has no {modality} features from encoder {encoder!r} (has: {have})")
-        return self._h5[path]
+        return self._objects[path]
 
     def group(self, modality: str, encoder: str) -> GroupInfo:
         g = self._group(modality, encoder)
-        present = g["present"][()]
+        present = self._read(g["present"], f"{modality}/{encoder}/present")
         return GroupInfo(
             modality=modality,
             encoder=encoder,
@@ -129,35 +198,52 @@ class FeatureCache:
             attrs={k: _attr(v) for k, v in g.attrs.items()},
         )
 
+    def dataset_of(self, modality: str, encoder: str, key: str) -> h5py.Dataset | None:
+        """The h5py dataset ``key`` of a group, or None (for checks that read it in pieces)."""
+        g = self._group(modality, encoder)
+        return g[key] if key in g else None
+
     def pooled(self, modality: str, encoder: str) -> np.ndarray:
         """``[N, D]`` float32 pooled vectors (zeros where not present)."""
-        return np.asarray(self._group(modality, encoder)["pooled"][()], dtype=np.float32)
+        g = self._group(modality, encoder)
+        return np.asarray(self._read(g["pooled"], f"{modality}/{encoder}/pooled"), dtype=np.float32)
 
     def layers(self, modality: str, encoder: str) -> np.ndarray | None:
         """``[N, L, D]`` per-layer pooled vectors, or None when the group has none."""
         g = self._group(modality, encoder)
-        return np.asarray(g["layers"][()], dtype=np.float32) if "layers" in g else None
+        if "layers" not in g:
+            return None
+        return np.asarray(self._read(g["layers"], f"{modality}/{encoder}/layers"), dtype=np.float32)
 
     def present(self, modality: str, encoder: str) -> np.ndarray:
         """``[N]`` bool."""
-        return np.asarray(self._group(modality, encoder)["present"][()], dtype=bool)
+        g = self._group(modality, encoder)
+        return np.asarray(self._read(g["present"], f"{modality}/{encoder}/present"), dtype=bool)
 
     def status(self, modality: str, encoder: str) -> list[str]:
-        return _decode(self._group(modality, encoder)["status"][()])
+        return _decode(self._read(self._group(modality, encoder)["status"], f"{modality}/{encoder}/status"))
+
+    def rows(self, modality: str, encoder: str) -> np.ndarray:
+        """``[n]`` int64 the cache rows a group holds: all of them, or a partial cache's part."""
+        g = self._group(modality, encoder)
+        if "rows" in g:
+            return np.asarray(self._read(g["rows"], f"{modality}/{encoder}/rows"), dtype=np.int64)
+        return np.arange(g["pooled"].shape[0], dtype=np.int64)
 
     def frames(self, modality: str, encoder: str) -> tuple[np.ndarray, np.ndarray] | None:
         """``(frames [sum T, F], offsets [N + 1])`` or None when the encoder kept no frames."""
         g = self._group(modality, encoder)
         if "frames" not in g:
             return None
-        return g["frames"][()], np.asarray(g["offsets"][()], dtype=np.int64)
+        return (self._read(g["frames"], f"{modality}/{encoder}/frames"),
+                np.asarray(self._read(g["offsets"], f"{modality}/{encoder}/offsets"), dtype=np.int64))
 
     def frames_dataset(self, modality: str, encoder: str) -> tuple[h5py.Dataset, np.ndarray] | None:
         """Lazy variant of :meth:`frames`: the h5py dataset (sliced on demand) and offsets."""
         g = self._group(modality, encoder)
         if "frames" not in g:
             return None
-        return g["frames"], np.asarray(g["offsets"][()], dtype=np.int64)
+        return g["frames"], np.asarray(self._read(g["offsets"], f"{modality}/{encoder}/offsets"), dtype=np.int64)
 
 
 def _attr(value: Any) -> Any:

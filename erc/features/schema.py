@@ -14,8 +14,19 @@ that cross into it from stage 1 (the utterance table and one utterance's feature
     attrs: encoder, modality, dim, frame_dim, config (JSON), config_hash, provenance (JSON),
            library_versions (JSON), command, manifest_hash, created
 ```
-Rows are in the corpus's utterance order (dialogues in order, turns in order). An extraction in
-progress keeps its journal beside the cache, in ``<cache>.parts/`` (:mod:`erc.features.journal`).
+Rows are in the corpus's utterance order (dialogues in order, turns in order).
+
+On disk a cache is a small root file (the attributes and one HDF5 external link per group) plus one
+file per group in the folder ``<cache>.groups/`` (:mod:`erc.features.layout`); ``h5py.File(cache)``
+follows the links, so readers see the layout above. Every fixed-size dataset carries HDF5's
+fletcher32 checksum (per chunk); variable-length strings carry a ``crc32`` attribute over their
+contents. An extraction in progress keeps its journal in ``<cache>.parts/``
+(:mod:`erc.features.journal`) and holds the lock ``<cache>.lock`` (:mod:`erc.features.lock`).
+
+A *partial* cache (``erc extract --shard K/N``) has the root attribute ``shard = "K/N"``, the whole
+utterance table, and groups holding only the part's rows: ``rows [n]`` int64 (the cache rows, in
+increasing order) beside ``pooled [n, D]``, ``offsets [n + 1]`` and so on. ``erc cache merge``
+joins the parts into a cache of the layout above.
 """
 
 from __future__ import annotations
@@ -44,6 +55,16 @@ def group_path(modality: str, encoder: str) -> str:
 def parts_dir(cache_path: Path) -> Path:
     """The journal folder of an extraction in progress into ``cache_path``."""
     return cache_path.with_name(cache_path.name + ".parts")
+
+
+def members_dir(cache_path: Path) -> Path:
+    """The folder of the cache's group files (one HDF5 file per group, and the utterance table)."""
+    return cache_path.with_name(cache_path.name + ".groups")
+
+
+def lock_path(cache_path: Path) -> Path:
+    """The advisory lock a writer of ``cache_path`` holds."""
+    return cache_path.with_name(cache_path.name + ".lock")
 
 
 @dataclass

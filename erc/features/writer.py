@@ -1,17 +1,19 @@
-"""The one writer of a feature cache: :class:`CacheWriter` claims the file (and its journal) for an
-utterance table, journals finished batches per encoder group, and commits each group atomically.
+"""The one writer of a feature cache: :class:`CacheWriter` locks the cache, claims it (and its
+journal) for an utterance table, journals finished batches per encoder group, and commits each
+group without copying the others.
 
-A commit builds the new file beside the old one (``<cache>.tmp``): root attributes, the utterance
-table and every other group are copied over unchanged, the new group is assembled in row order
-from the journal's shards, and the new file replaces the old with one ``os.replace``. A kill at
-any moment leaves either the old file or the new one, never a file that cannot be opened; the
-shards stay until the commit has landed, so re-running finishes the job.
+A commit writes the group's own file in ``<cache>.groups/`` (streamed from the journal in blocks
+of rows, checksummed), then a new root that links it, renamed over the old root
+(:mod:`erc.features.layout`). A kill at any moment leaves either the old root or the new one,
+never a cache that cannot be opened; the shards stay until the commit has landed, so re-running
+finishes the job. A full disk or a read-only folder stops with one line
+(:class:`~erc.features.faults.CacheWriteError`), removes its temporary files and leaves the cache
+as it was.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,71 +22,139 @@ import h5py
 import numpy as np
 
 from erc.errors import UserError
-from erc.features.atomic import write_atomic
-from erc.features.journal import ShardStore
-from erc.features.schema import SCHEMA_VERSION, UTTERANCE_COLUMNS, UtteranceTable, group_path, parts_dir
-
-STR = h5py.string_dtype("utf-8")
+from erc.features import layout
+from erc.features.atomic import replace_with, write_atomic
+from erc.features.faults import disk_errors
+from erc.features.groupfile import RowSource, root_attrs, write_group_file, write_table_file
+from erc.features.journal import JournalSource, ShardStore
+from erc.features.lock import CacheLock
+from erc.features.schema import UtteranceTable, group_path, members_dir, parts_dir
 
 
 class CacheWriter:
-    """Writes the groups of one cache file for one utterance table.
+    """Writes the groups of one cache for one utterance table.
 
-    Creating it refuses an ``out`` (or an unfinished journal beside it) that holds another
-    dataset's cache, unless ``overwrite`` (which discards it), and records this table as the owner
-    of the journal.
+    Creating it takes the cache's lock (:class:`~erc.features.lock.CacheBusy` when another process
+    holds it), refuses an ``out`` (or an unfinished journal beside it) that holds another
+    dataset's cache unless ``overwrite`` (which discards it), and records this table as the owner
+    of the journal. ``shard``: "K/N" makes a partial cache (``--shard``), whose groups hold only
+    the rows passed to :meth:`commit`. Call :meth:`close` (or use ``with``) to release the lock.
     """
 
-    def __init__(self, path: Path, table: UtteranceTable, overwrite: bool = False) -> None:
-        self.path, self.table = Path(path), table
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._claim(overwrite)
+    def __init__(self, path: Path, table: UtteranceTable, overwrite: bool = False, shard: str | None = None) -> None:
+        self.path, self.table, self.shard = Path(path), table, shard
+        self.lock = CacheLock(self.path)
+        with disk_errors(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
+        try:
+            with disk_errors(self.path):
+                self._claim(overwrite)
+                layout.sweep(self.path)
+        except BaseException:
+            self.lock.release()
+            raise
 
     def _claim(self, overwrite: bool) -> None:
         mine = self.table.manifest_hash
         if self.path.exists():
-            dataset, mhash, n = _describe(self.path)
-            if mhash != mine:
+            dataset, mhash, n, shard = _describe(self.path)
+            if mhash != mine or shard != self.shard:
                 if not overwrite:
+                    what = f"part {shard} of " if shard else ""
+                    if mhash == mine:
+                        raise UserError(f"{self.path} holds {what or 'the whole of '}this corpus's cache, not "
+                                        f"{'part ' + self.shard if self.shard else 'the whole'}; pass another --out, "
+                                        "or --overwrite to replace it")
                     raise UserError(
-                        f"{self.path} holds a cache of dataset {dataset!r} ({n} utterances) that is not this "
+                        f"{self.path} holds {what}a cache of dataset {dataset!r} ({n} utterances) that is not this "
                         f"{self.table.dataset!r} corpus ({len(self.table)} utterances); "
                         "pass another --out, or --overwrite to replace it")
                 self.path.unlink()
         pdir = parts_dir(self.path)
         meta = pdir / "meta.json"
+        owner_now = {"dataset": self.table.dataset, "manifest_hash": mine, "shard": self.shard}
         if meta.exists():
             try:
                 owner = json.loads(meta.read_text())
             except (OSError, ValueError):
                 owner = {}
-            if owner.get("manifest_hash") != mine:
+            if owner.get("manifest_hash") != mine or owner.get("shard") != self.shard:
                 if not overwrite:
                     raise UserError(
-                        f"{pdir} holds an unfinished extraction of dataset {owner.get('dataset')!r}, not of this "
-                        f"{self.table.dataset!r} corpus; pass another --out, or --overwrite to discard it")
+                        f"{pdir} holds an unfinished extraction of dataset {owner.get('dataset')!r}"
+                        f"{' (part ' + owner['shard'] + ')' if owner.get('shard') else ''}, not of this "
+                        f"{self.table.dataset!r} corpus{' (part ' + self.shard + ')' if self.shard else ''}; "
+                        "pass another --out, or --overwrite to discard it")
                 shutil.rmtree(pdir)
         if not meta.exists():
-            write_atomic(meta, json.dumps({"dataset": self.table.dataset, "manifest_hash": mine}))
+            write_atomic(meta, json.dumps(owner_now))
+
+    def close(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def is_current(self, modality: str, encoder: str, chash: str) -> bool:
         """True when the cache already holds this group extracted with the same config hash."""
         if not self.path.exists():
             return False
-        with h5py.File(self.path, "r") as h5:
-            path = group_path(modality, encoder)
-            return path in h5 and str(h5[path].attrs.get("config_hash", "")) == chash
+        try:
+            with h5py.File(self.path, "r") as h5:
+                path = group_path(modality, encoder)
+                return path in h5 and str(h5[path].attrs.get("config_hash", "")) == chash
+        except (OSError, KeyError):
+            return False
 
     def journal(self, modality: str, encoder: str) -> ShardStore:
         """The shard journal of one group (open it with the group's config hash and batch plan)."""
         return ShardStore(self.path, modality, encoder)
 
-    def commit(self, modality: str, encoder: str, attrs: dict[str, Any], frame_dtype: str = "float16") -> None:
+    def commit(self, modality: str, encoder: str, attrs: dict[str, Any], frame_dtype: str = "float16",
+               rows: np.ndarray | None = None) -> None:
         """Write group ``features/<modality>/<encoder>`` from its journal (replacing any old group),
-        then drop the journal."""
+        then drop the journal. ``rows``: the cache rows of a partial cache's group."""
         store = self.journal(modality, encoder)
-        commit_group(self.path, self.table, modality, encoder, store.read_all(), attrs, frame_dtype)
+        source = JournalSource(store, len(self.table), rows)
+        try:
+            self.commit_source(modality, encoder, source, attrs)
+        finally:
+            source.close()
         store.remove()
+
+    def commit_source(self, modality: str, encoder: str, source: RowSource, attrs: dict[str, Any]) -> None:
+        """Write a group from any :class:`~erc.features.groupfile.RowSource` and link it in."""
+        with disk_errors(self.path):
+            members_dir(self.path).mkdir(parents=True, exist_ok=True)
+            member = _write_member(self.path, f"{modality}__{encoder}",
+                                   lambda tmp: write_group_file(tmp, modality, encoder, source, attrs,
+                                                                partial=self.shard is not None))
+            attrs_root, links = self._links()
+            path = group_path(modality, encoder)
+            old = links.get(path)
+            links[path] = (layout.relative(self.path, member), "/" + path)
+            try:
+                layout.write_root(self.path, attrs_root, links)
+            except BaseException:
+                member.unlink(missing_ok=True)
+                raise
+            if old and old[0] and all(fname != old[0] for fname, _ in links.values()):
+                (self.path.parent / old[0]).unlink(missing_ok=True)
+
+    def _links(self) -> tuple[dict[str, Any], layout.Links]:
+        """The root's attributes and links, writing the utterance table's file for a new cache and
+        adopting an older single-file cache."""
+        if self.path.exists():
+            attrs, links, embedded = layout.read_root(self.path)
+            if embedded:
+                links = layout.adopt_embedded(self.path, links)
+            return attrs, links
+        table = _write_member(self.path, "utterances", lambda tmp: write_table_file(tmp, self.table))
+        return root_attrs(self.table, self.shard), {"utterances": (layout.relative(self.path, table), "/utterances")}
 
     def finish(self) -> None:
         """Remove the journal folder once no group is pending in it."""
@@ -93,122 +163,24 @@ class CacheWriter:
             shutil.rmtree(pdir)
 
 
-def _describe(path: Path) -> tuple[str, str, int]:
-    """(dataset, manifest_hash, n_utterances) of an existing cache; UserError if it is none."""
+def _write_member(cache: Path, stem: str, write: Any) -> Path:
+    """Write a new file of ``<cache>.groups/`` via a temporary name; returns its final path."""
+    member = layout.new_member(cache, stem)
+    replace_with(member, write)
+    return member
+
+
+def _describe(path: Path) -> tuple[str, str, int, str | None]:
+    """(dataset, manifest_hash, n_utterances, shard) of an existing cache; UserError if it is none."""
     try:
         with h5py.File(path, "r") as h5:
-            if "schema_version" not in h5.attrs or "utterances" not in h5:
+            if "schema_version" not in h5.attrs:
                 raise UserError(f"{path} exists and is not an erc feature cache; choose another --out")
-            return (str(h5.attrs.get("dataset", "")), str(h5.attrs.get("manifest_hash", "")),
-                    int(h5["utterances/utterance_id"].shape[0]))
-    except OSError:
+            shard = h5.attrs.get("shard")
+            n = h5.attrs.get("n_utterances")
+            if n is None:
+                n = h5["utterances/utterance_id"].shape[0] if "utterances" in h5 else 0
+            return (str(h5.attrs.get("dataset", "")), str(h5.attrs.get("manifest_hash", "")), int(n),
+                    str(shard) if shard is not None else None)
+    except (OSError, KeyError):
         raise UserError(f"{path} exists and is not a readable HDF5 file; choose another --out") from None
-
-
-def write_root(h5: h5py.File, table: UtteranceTable) -> None:
-    """Root attributes and the ``/utterances`` table."""
-    h5.attrs["schema_version"] = SCHEMA_VERSION
-    h5.attrs["dataset"] = table.dataset
-    h5.attrs["manifest_hash"] = table.manifest_hash
-    h5.attrs["labels"] = json.dumps(table.labels)
-    h5.attrs["n_utterances"] = len(table)
-    g = h5.create_group("utterances")
-    for col in UTTERANCE_COLUMNS:
-        values = table.columns[col]
-        if col == "turn":
-            g.create_dataset(col, data=np.asarray(values, dtype=np.int64))
-        else:
-            g.create_dataset(col, data=np.asarray(values, dtype=object), dtype=STR)
-
-
-def _assemble(shards: list[dict[str, np.ndarray]], n: int) -> dict[str, Any]:
-    """Row-ordered pooled/present/status and frame offsets from the shards (frames stay in the
-    shards; they are copied in :func:`_write_frames`)."""
-    dim = next((s["pooled"].shape[1] for s in shards if "pooled" in s), None)
-    status = ["missing: not extracted"] * n
-    present = np.zeros(n, dtype=bool)
-    pooled = np.zeros((n, dim or 0), dtype=np.float32)
-    frame_len = np.zeros(n, dtype=np.int64)
-    layers = None
-    has_frames = any("frames" in s for s in shards)
-    for s in shards:
-        rows, ok = s["rows"], s["ok"]
-        for r, st in zip(rows.tolist(), json.loads(str(s["status"]))):
-            status[r] = st
-        ok_rows = rows[ok]
-        present[ok_rows] = True
-        if len(ok_rows):
-            pooled[ok_rows] = s["pooled"]
-            if "frame_lens" in s:
-                frame_len[ok_rows] = s["frame_lens"]
-            if "layers" in s:
-                if layers is None:
-                    layers = np.zeros((n,) + s["layers"].shape[1:], dtype=np.float32)
-                layers[ok_rows] = s["layers"]
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(frame_len, out=offsets[1:])
-    return {"pooled": pooled, "present": present, "status": status, "offsets": offsets,
-            "layers": layers, "has_frames": has_frames, "dim": dim or 0}
-
-
-def _write_frames(g: h5py.Group, shards: list[dict[str, np.ndarray]], offsets: np.ndarray,
-                  frame_dtype: str) -> int | None:
-    frame_dim = next((s["frames"].shape[1] for s in shards if "frames" in s), None)
-    if frame_dim is None:
-        return None
-    total = int(offsets[-1])
-    ds = g.create_dataset("frames", shape=(total, frame_dim), dtype=frame_dtype,
-                          chunks=(min(max(total, 1), 4096), frame_dim) if total else None)
-    g.create_dataset("offsets", data=offsets)
-    for s in shards:
-        if "frames" not in s:
-            continue
-        rows = s["rows"][s["ok"]]
-        start = 0
-        for r, length in zip(rows.tolist(), s["frame_lens"].tolist()):
-            if length:
-                ds[offsets[r]: offsets[r] + length] = s["frames"][start: start + length].astype(frame_dtype)
-            start += length
-    return frame_dim
-
-
-def commit_group(cache_path: Path, table: UtteranceTable, modality: str, encoder: str,
-                 shards: list[dict[str, np.ndarray]], attrs: dict[str, Any],
-                 frame_dtype: str = "float16") -> None:
-    """Write group ``features/<modality>/<encoder>`` (replacing any old one) into ``cache_path``."""
-    n = len(table)
-    data = _assemble(shards, n)
-    tmp = cache_path.with_name(cache_path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    target = group_path(modality, encoder)
-    with h5py.File(tmp, "w") as dst:
-        if cache_path.exists():
-            with h5py.File(cache_path, "r") as src:
-                for k, v in src.attrs.items():
-                    dst.attrs[k] = v
-                src.copy(src["utterances"], dst, name="utterances")
-                for mod in src.get("features", {}):
-                    for enc in src["features"][mod]:
-                        path = group_path(mod, enc)
-                        if path != target:
-                            dst.require_group(f"features/{mod}")
-                            src.copy(src[path], dst[f"features/{mod}"], name=enc)
-        else:
-            write_root(dst, table)
-        g = dst.create_group(target)
-        g.create_dataset("pooled", data=data["pooled"])
-        g.create_dataset("present", data=data["present"])
-        g.create_dataset("status", data=np.asarray(data["status"], dtype=object), dtype=STR)
-        if data["layers"] is not None:
-            g.create_dataset("layers", data=data["layers"])
-        frame_dim = _write_frames(g, shards, data["offsets"], frame_dtype) if data["has_frames"] else None
-        g.attrs["modality"] = modality
-        g.attrs["encoder"] = encoder
-        g.attrs["dim"] = data["dim"]
-        g.attrs["frame_dim"] = frame_dim if frame_dim is not None else -1
-        g.attrs["frame_dtype"] = frame_dtype
-        for k, v in attrs.items():
-            g.attrs[k] = v if isinstance(v, (str, int, float, bool)) else json.dumps(v, default=str)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, cache_path)

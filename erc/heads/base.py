@@ -96,3 +96,14 @@ class Head(nn.Module):
 
     def after_step(self) -> None:
         """Called after each optimiser step (e.g. momentum-encoder update)."""
+
+    def representation_module(self) -> nn.Module:
+        """The submodule whose input is this head's utterance representation (what
+        ``erc predict --with-embeddings`` writes): ``[B, L, E]`` over the batch, or ``[N, E]`` over
+        its real utterances; when it runs several times in one forward (one call per side), the
+        inputs are concatenated along E. Read by a forward pre-hook at prediction time, so the
+        head's outputs never change. Default: the input of ``self.classifier``."""
+        module = getattr(self, "classifier", None)
+        if not isinstance(module, nn.Module) or isinstance(module, (nn.ModuleDict, nn.ModuleList)):
+            raise NotImplementedError(f"{type(self).__name__} does not say which module's input is its representation")
+        return module

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from erc.config import Checked, Dropout, Positive
 from erc.errors import UserError
 from erc.heads.base import DialogueBatch, Head, HeadInputs, HeadOutput
 from erc.heads.blocks import AttentionPool, DialogueGRU, PartyGRU, mlp
@@ -38,10 +39,10 @@ def _concat(batch: DialogueBatch, mods: list[str], norms: nn.ModuleDict) -> torc
 
 
 @dataclass
-class MLPConfig:
-    hidden: int = 256
-    layers: int = 2
-    dropout: float = 0.3
+class MLPConfig(Checked):
+    hidden: Positive = 256
+    layers: Positive = 2
+    dropout: Dropout = 0.3
 
 
 class MLPHead(Head):
@@ -58,6 +59,10 @@ class MLPHead(Head):
         self.net = nn.Sequential(nn.Dropout(config.dropout),
                                  mlp(d_in, config.hidden, inputs.n_classes, config.dropout, config.layers))
 
+    def representation_module(self) -> nn.Module:
+        """The MLP's last linear layer: its input is the last hidden layer ``[B, L, hidden]``."""
+        return self.net[1][-1]
+
     def forward(self, batch: DialogueBatch) -> HeadOutput:
         """pooled[m] ``[B, L, D_m]`` -> logits ``[B, L, C]``."""
         logits = self.net(_concat(batch, self.mods, self.norms))
@@ -65,15 +70,15 @@ class MLPHead(Head):
 
 
 @dataclass
-class GRUConfig:
-    hidden: int = 128  # per direction
-    proj: int = 256  # width after the input projection
-    layers: int = 1
+class GRUConfig(Checked):
+    hidden: Positive = 128  # per direction
+    proj: Positive = 256  # width after the input projection
+    layers: Positive = 1
     speaker_embedding: bool = True
     party: bool = False  # add a BiGRU over each speaker's own turns (variant "party")
     attention_pool: bool = False  # also pool each modality's cached frames with learned attention
-    max_speakers: int = 16  # speaker ids at or above this share the last embedding
-    dropout: float = 0.3
+    max_speakers: Positive = 16  # speaker ids at or above this share the last embedding
+    dropout: Dropout = 0.3
 
 
 class GRUHead(Head):

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from erc.config import Checked, Dropout, NonNegativeFloat, Positive, PositiveFloat
 from erc.errors import UserError
 from erc.heads.base import DialogueBatch, Head, HeadInputs, HeadOutput
 from erc.heads.blocks import TCN, mlp
@@ -28,18 +29,18 @@ from erc.heads.losses import label_aware_contrastive
 
 
 @dataclass
-class DeepMSIConfig:
-    dim: int = 256  # projection width (paper: 256)
-    hidden: int = 256  # MLP classifier width
+class DeepMSIConfig(Checked):
+    dim: Positive = 256  # projection width (paper: 256)
+    hidden: Positive = 256  # MLP classifier width
     use_vsc: bool = True
-    vsc_temperature: float = 0.1
-    vsc_threshold: float = 1.0  # relevant if softmax weight >= threshold / number of real frames
-    tcn_kernel: int = 3
-    tcn_dilations: tuple[int, ...] = (1, 2, 4)
+    vsc_temperature: PositiveFloat = 0.1
+    vsc_threshold: NonNegativeFloat = 1.0  # relevant if softmax weight >= threshold / number of real frames
+    tcn_kernel: Positive = 3
+    tcn_dilations: tuple[Positive, ...] = (1, 2, 4)
     use_contrastive: bool = True
-    contrastive_weight: float = 0.5
-    contrastive_temperature: float = 0.5
-    dropout: float = 0.1
+    contrastive_weight: NonNegativeFloat = 0.5
+    contrastive_temperature: PositiveFloat = 0.5
+    dropout: Dropout = 0.1
 
 
 def compress(frames: torch.Tensor, valid: torch.Tensor, sem: torch.Tensor, temperature: float,

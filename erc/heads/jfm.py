@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from erc.config import Checked, Dropout, NonNegativeFloat, Positive, PositiveFloat
 from erc.errors import UserError
 from erc.heads.base import DialogueBatch, Head, HeadInputs, HeadOutput
 from erc.heads.blocks import CrossAttentionLayer, encoder_layer, mlp, safe_key_mask, sinusoidal_positions
@@ -33,18 +34,18 @@ SIDES = ("text", "audio")
 
 
 @dataclass
-class JFMConfig:
-    dim: int = 256
-    heads: int = 4
+class JFMConfig(Checked):
+    dim: Positive = 256
+    heads: Positive = 4
     text_layers: int = 2  # transformer feature extractor over the text tokens
     blocks: int = 2  # N joint-fusion blocks
     joint_len: int = 4  # 0: exchange the CLS token instead of joint vectors
-    patch_len: int = 16  # mel frames per audio patch
+    patch_len: Positive = 16  # mel frames per audio patch
     fusion: Literal["jfm", "late", "cfa", "concat"] = "jfm"
     use_icl: bool = True
-    icl_weight: float = 0.1
-    icl_temperature: float = 0.1
-    dropout: float = 0.1
+    icl_weight: NonNegativeFloat = 0.1
+    icl_temperature: PositiveFloat = 0.1
+    dropout: Dropout = 0.1
 
 
 class _Side(nn.Module):
@@ -108,6 +109,11 @@ class JFM(Head):
         else:
             self.classifier = nn.ModuleDict({m: nn.Linear(c.dim, inputs.n_classes) for m in self.sides})
         self.drop = nn.Dropout(c.dropout)
+
+    def representation_module(self) -> nn.Module:
+        """``drop``, applied to each side's normalised CLS vector ``[N, dim]``: the representation is
+        the sides' CLS vectors concatenated ``[N, sides x dim]`` (what the classifiers read)."""
+        return self.drop
 
     def _inputs(self, batch: DialogueBatch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames of the real utterances: ``[N, T, F]`` (text) or patches ``[N, T/p, p F]`` (audio)."""

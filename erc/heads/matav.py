@@ -62,6 +62,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from erc.config import Checked, Dropout, NonNegativeFloat, Positive, PositiveFloat, UnitInterval
 from erc.errors import UserError
 from erc.heads.base import DialogueBatch, Head, HeadInputs, HeadOutput
 from erc.heads.blocks import DialogueContext, TokenFusion, mlp
@@ -71,25 +72,25 @@ MODALITIES = ("text", "audio", "video")
 
 
 @dataclass
-class MaTAVConfig:
+class MaTAVConfig(Checked):
     """MaTAV's settings; the module docstring says which are the paper's and which are ours."""
 
-    dim: int = 256  # width of g_m's output and of the fusion tokens (paper: 256)
-    hidden: int = 256  # width of z_i and of the Mamba (ours)
-    queue_size: int = 4096  # M, keys per modality queue (ours)
-    momentum: float = 0.995  # EMA of the momentum projection heads (ours)
-    temperature: float = 0.07  # InfoNCE temperature (ours)
+    dim: Positive = 256  # width of g_m's output and of the fusion tokens (paper: 256)
+    hidden: Positive = 256  # width of z_i and of the Mamba (ours)
+    queue_size: Positive = 4096  # M, keys per modality queue (ours)
+    momentum: UnitInterval = 0.995  # EMA of the momentum projection heads (ours)
+    temperature: PositiveFloat = 0.07  # InfoNCE temperature (ours)
     fusion_layers: int = 6  # paper: six cross-attention layers
-    fusion_heads: int = 4  # ours
-    fusion_ff_mult: int = 1  # feed-forward width = 1 x dim in the fusion layers (ours; not published)
+    fusion_heads: Positive = 4  # ours
+    fusion_ff_mult: Positive = 1  # feed-forward width = 1 x dim in the fusion layers (ours; not published)
     mamba_layers: int = 2  # ours (not published)
     bidirectional: bool = True  # a second Mamba over each dialogue reversed (ours; the paper's is one-way)
     use_mamba: bool = True  # False: the no-mamba ablation (no dialogue context)
     use_mec: bool = True  # False: the no-mec ablation
-    mec_weight: float = 0.3  # paper: loss = CE + 0.3 x L_MEC (the sum of its three terms)
-    dropout: float = 0.3  # in every block (ours; chosen on IEMOCAP dev)
+    mec_weight: NonNegativeFloat = 0.3  # paper: loss = CE + 0.3 x L_MEC (the sum of its three terms)
+    dropout: Dropout = 0.3  # in every block (ours; chosen on IEMOCAP dev)
     input_norm: bool = True  # LayerNorm of each pooled vector as g_m's first layer (ours)
-    input_dropout: float = 0.3  # dropout on each pooled vector before g_m (ours; chosen on IEMOCAP dev)
+    input_dropout: Dropout = 0.3  # dropout on each pooled vector before g_m (ours; chosen on IEMOCAP dev)
 
 
 class MaTAV(Head):

@@ -66,7 +66,14 @@ class HeadSpec:
         :class:`~erc.heads.dropout.FastDropout` (same p and scaling, a cheaper mask on CPU)."""
         from erc.heads.dropout import use_fast_dropout
 
-        head = self.cls(self.config, inputs)
+        try:
+            head = self.cls(self.config, inputs)
+        except (ValueError, AssertionError) as e:
+            if not self.overrides:
+                raise
+            # a combination of the user's --set values the layers refuse (e.g. dim not divisible by heads)
+            given = " ".join(f"{k}={v}" for k, v in self.overrides.items())
+            raise UserError(f"{self.name} cannot be built with --set {given}: {e}") from None
         use_fast_dropout(head)
         return head
 

@@ -19,8 +19,10 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from erc.errors import UserError
+from erc.features.memory import MemoryCache
 from erc.features.reader import FeatureCache
 from erc.heads.base import DialogueBatch, HeadInputs
+from erc.train.finite import refuse_non_finite
 from erc.train.folds import FoldSpec, carve_dev, fold_splits
 
 IGNORE = -100
@@ -75,19 +77,22 @@ class DialogueData:
     max_frames: keep at most the first ``max_frames`` frames of each utterance.
     folds: replace the cache's splits by fold ``folds.fold`` of a k-fold CV (:meth:`for_fold`
         gives the other folds of the same data without reading the cache again).
-    dev_fraction: when the cache has no dev split, that fraction of train dialogues becomes dev.
+    dev_fraction: when the cache has no dev split, that fraction of train dialogues becomes dev;
+        None keeps the cache's splits as they are (prediction: nothing is carved or required).
+    cache: a cache file's path, an open :class:`FeatureCache`, or any object with its reading
+        interface (e.g. :class:`erc.features.memory.MemoryCache`).
     """
 
     def __init__(
         self,
-        cache: FeatureCache | str | Path,
+        cache: FeatureCache | MemoryCache | str | Path,
         modalities: Mapping[str, str | None] | Sequence[str],
         frames: Sequence[str] = (),
         max_frames: int | None = None,
         folds: FoldSpec | None = None,
-        dev_fraction: float = 0.1,
+        dev_fraction: float | None = 0.1,
     ) -> None:
-        own = not isinstance(cache, FeatureCache)
+        own = isinstance(cache, (str, Path))
         fc = FeatureCache(cache) if own else cache
         try:
             self._load(fc, modalities, frames, max_frames, folds, dev_fraction)
@@ -125,11 +130,16 @@ class DialogueData:
         self.speakers = torch.from_numpy(speakers)
 
         splits = np.asarray(cols["split"], dtype=object)
-        splits = fold_splits(dlg_codes, folds) if folds is not None else carve_dev(splits, dlg_codes, dev_fraction)
+        if folds is not None:
+            splits = fold_splits(dlg_codes, folds)
+        elif dev_fraction is not None:
+            splits = carve_dev(splits, dlg_codes, dev_fraction)
         self.set_splits(splits)
 
         self.pooled = {m: torch.from_numpy(fc.pooled(m, e)) for m, e in self.encoders.items()}
         self.present = {m: torch.from_numpy(fc.present(m, e)) for m, e in self.encoders.items()}
+        for m, e in self.encoders.items():  # never train on NaN / Inf: refuse the group, naming rows
+            refuse_non_finite(self.pooled[m], f"{fc.path} {m}/{e} pooled", self.utterance_ids)
         self.frames: dict[str, _Frames] = {}
         for m in frames:
             m = canonical_modality(m)
@@ -138,6 +148,7 @@ class DialogueData:
             got = fc.frames(m, self.encoders[m])
             if got is None:
                 raise UserError(f"this head needs {m} frames, but {m}/{self.encoders[m]} in {fc.path} kept none")
+            refuse_non_finite(got[0], f"{fc.path} {m}/{self.encoders[m]} frames", self.utterance_ids, got[1])
             self.frames[m] = _truncate(got[0], got[1], max_frames)
 
     def for_fold(self, spec: FoldSpec) -> DialogueData:

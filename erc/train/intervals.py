@@ -113,7 +113,11 @@ def _test_predictions(run_dir: Path) -> tuple[pd.DataFrame, list[str]]:
 
 
 def _test_wf1(run_dir: Path) -> float:
-    test = json.loads((Path(run_dir) / "metrics.json").read_text()).get("test") or {}
+    """A run's test W-F1 from its metrics.json (NaN when it has none, e.g. a failed run)."""
+    try:
+        test = json.loads((Path(run_dir) / "metrics.json").read_text()).get("test") or {}
+    except (OSError, ValueError):
+        return math.nan
     return float(test.get("weighted_f1", math.nan))
 
 
@@ -121,11 +125,9 @@ def compare(reference: Mapping[Hashable, Path], variant: Mapping[Hashable, Path]
             resamples: int = RESAMPLES, seed: int = 0) -> Comparison | None:
     """Δ of ``variant``'s runs against ``reference``'s, paired by key (seed, or (seed, fold)):
     run directories holding ``metrics.json`` and ``predictions.csv``. None when no key is shared."""
-    keys = [k for k in reference if k in variant]
-    if not keys:
-        return None
-    diffs = [_test_wf1(variant[k]) - _test_wf1(reference[k]) for k in keys]
-    diffs = [d for d in diffs if not math.isnan(d)]
+    paired = {k: _test_wf1(variant[k]) - _test_wf1(reference[k]) for k in reference if k in variant}
+    keys = [k for k, d in paired.items() if not math.isnan(d)]
+    diffs = [paired[k] for k in keys]
     if not diffs:
         return None
     return Comparison(float(np.mean(diffs)), paired_t_interval(diffs, level),

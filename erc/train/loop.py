@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 
-from erc.config import config_hash
+from erc.config import Fraction, NonNegative, NonNegativeFloat, Positive, PositiveFloat, check_config, config_hash
 from erc.errors import UserError
 from erc.features.atomic import write_atomic
 from erc.features.reader import FeatureCache
@@ -29,38 +30,47 @@ from erc.heads import cpu
 from erc.heads.base import Head
 from erc.heads.registry import HeadSpec
 from erc.train.dialogues import DialogueData, resolve_encoders
+from erc.train.finite import Diverged, check_predictions, check_step, grad_norm
 from erc.train.folds import FoldSpec
 from erc.train.metrics import classification_metrics, weighted_f1
 from erc.train.progress import progress_bar
-from erc.train.runs import DONE, config_dict, is_done, mamba_backends, read_json, write_json
+from erc.train.runs import DONE, FAILED, config_dict, is_done, mamba_backends, read_json, write_json
 
 NOT_HASHED = ("device", "num_threads", "quiet", "eval_batch_size")
+# the command-line flag of each TrainConfig field, for error messages
+FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "patience": "--patience",
+         "num_threads": "--threads", "max_frames": "--max-frames", "device": "--device", "precision": "--precision"}
+DEVICES = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass
 class TrainConfig:
     """Optimisation and selection settings (batch_size counts dialogues)."""
 
-    epochs: int = 100
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 1e-5
-    patience: int = 20  # epochs without a better dev weighted F1 before stopping; 0 = never stop
+    epochs: Positive = 100
+    batch_size: Positive = 16
+    lr: PositiveFloat = 1e-4
+    weight_decay: NonNegativeFloat = 1e-5
+    patience: NonNegative = 20  # epochs without a better dev weighted F1 before stopping; 0 = never stop
     class_weights: bool = False  # inverse-frequency class weights in the cross-entropy
-    grad_clip: float = 1.0  # max grad norm; 0 = off
-    seed: int = 0
+    grad_clip: NonNegativeFloat = 1.0  # max grad norm; 0 = off
+    seed: NonNegative = 0
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_threads: int | None = None
-    dev_fraction: float = 0.1  # share of train dialogues carved into dev when the cache has no dev
-    max_frames: int | None = None  # truncate frame sequences to this many frames
-    eval_batch_size: int = 64
+    num_threads: Positive | None = None
+    dev_fraction: Fraction = 0.1  # share of train dialogues carved into dev when the cache has no dev
+    max_frames: Positive | None = None  # truncate frame sequences to this many frames
+    eval_batch_size: Positive = 64
     precision: Literal["fp32", "bf16"] = "fp32"  # autocast of the training forward; evaluation stays fp32
     quiet: bool = False
 
     def __post_init__(self) -> None:
+        """Every value checked on construction (erc.config's rules; CLI flags named in errors)."""
+        check_config(self, lambda key: FLAGS.get(key, f"train option {key}"))
         if self.precision not in ("fp32", "bf16"):
             raise UserError(f"--precision must be fp32 or bf16; got {self.precision!r}")
+        if not DEVICES.fullmatch(str(self.device)):
+            raise UserError(f"--device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
 
     @classmethod
     def for_head(cls, head: type[Head], **given: Any) -> TrainConfig:
@@ -154,12 +164,15 @@ def _score(data: DialogueData, rows: np.ndarray, probs: np.ndarray) -> dict[str,
 
 
 def train_epoch(head: Head, data: DialogueData, opt: torch.optim.Optimizer, cfg: TrainConfig, device: torch.device,
-                 weight: torch.Tensor | None, gen: torch.Generator) -> dict[str, float]:
+                 weight: torch.Tensor | None, gen: torch.Generator, epoch: int = 1) -> dict[str, float]:
+    """One pass over the train dialogues. A non-finite loss or gradient raises
+    :class:`~erc.train.finite.Diverged` (naming ``epoch`` and the step) before the update."""
     head.train()
     ds = data.dataset("train")
     sums: dict[str, float] = {}
     n = 0
-    for ids in _batches(ds.dialogues, cfg.batch_size, gen):
+    steps = -(-len(ds.dialogues) // cfg.batch_size)
+    for step, ids in enumerate(_batches(ds.dialogues, cfg.batch_size, gen), start=1):
         batch = ds.collate(ids).to(device)
         if not bool((batch.labels >= 0).any()):
             continue
@@ -169,8 +182,7 @@ def train_epoch(head: Head, data: DialogueData, opt: torch.optim.Optimizer, cfg:
         loss = ce + out.aux_loss.float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
+        check_step(loss, grad_norm(head.parameters(), cfg.grad_clip), epoch, step, steps)
         opt.step()
         head.after_step()
         parts = {"train_loss": float(loss.detach()), "train_ce": float(ce.detach()),
@@ -194,10 +206,15 @@ def load_data(cache: str | Path | FeatureCache, spec: HeadSpec, modalities: Mapp
     fc = FeatureCache(cache) if own else cache
     try:
         encoders = resolve_encoders(fc, modalities)
-        return DialogueData(fc, encoders, spec.frames_for(list(encoders)), cfg.max_frames, folds, cfg.dev_fraction)
+        data = DialogueData(fc, encoders, spec.frames_for(list(encoders)), cfg.max_frames, folds, cfg.dev_fraction)
     finally:
         if own:
             fc.close()
+    for m, present in data.present.items():  # a modality of zeros would train without a word
+        if len(present) and not bool(present.any()):
+            raise UserError(f"{data.cache_path} {m}/{data.encoders[m]} has features for none of its {len(present)} "
+                            f"utterances (`erc cache info {data.cache_path}` says why); leave {m} out of --modalities")
+    return data
 
 
 def train_run(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | None = None,
@@ -225,7 +242,8 @@ def train_run(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | None 
         return RunResult(out, chash, m["best_epoch"], m["dev"], m.get("test"), skipped=True)
     if len(data.dataset("train")) == 0 or len(data.utterances_in("dev")) == 0:
         raise UserError(f"{data.cache_path} leaves no train or dev utterances for this run")
-    (out / DONE).unlink(missing_ok=True)
+    for stale in (DONE, FAILED, "metrics.json"):  # a new run of this folder: the old result is void
+        (out / stale).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
     device = pick_device(cfg.device)
@@ -237,7 +255,13 @@ def train_run(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | None 
                   "run_dir": str(out), "device": str(device)}
         write_json(out / "config.json", config)
         write_json(out / "provenance.json", prov)
-        result = _fit(head, data, cfg, device, out, config, progress)
+        try:
+            result = _fit(head, data, cfg, device, out, config, progress)
+        except Diverged as e:
+            where = f"{spec.name}/{spec.variant} seed {cfg.seed} in {out}"
+            write_atomic(out / FAILED, f"{e} ({where})\n")
+            raise Diverged(f"{e} ({where}); no result was written: lower --lr, or check the cache "
+                           "with `erc cache verify`") from None
     write_atomic(out / DONE, time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     return result
 
@@ -259,8 +283,9 @@ def _fit(head: Head, data: DialogueData, cfg: TrainConfig, device: torch.device,
         task = prog.add_task(f"{config['head'].split(':')[-1]}/{config['variant']} seed {cfg.seed}", total=cfg.epochs, info="")
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.time()
-            log = train_epoch(head, data, opt, cfg, device, weight, gen)
+            log = train_epoch(head, data, opt, cfg, device, weight, gen, epoch)
             rows, probs = predict(head, data, "dev", device, cfg.eval_batch_size)
+            check_predictions(probs, "dev", epoch)
             y = data.y.numpy()[rows]
             ok = y >= 0
             dev_f1 = weighted_f1(y[ok], probs[ok].argmax(1))

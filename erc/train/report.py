@@ -18,7 +18,10 @@ import pandas as pd  # noqa: E402
 
 from erc.config import config_hash  # noqa: E402
 from erc.train.intervals import ZERO_NOTE, Comparison, compare, format_ci  # noqa: E402
+from erc.errors import UserError  # noqa: E402
 from erc.train.metrics import mean_std, summarise  # noqa: E402
+from erc.train.outputs import check_writable_folder  # noqa: E402
+from erc.train.runs import DONE, FAILED  # noqa: E402
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -27,11 +30,56 @@ def find_runs(root: str | Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("metrics.json"))
 
 
+def _read(path: Path, required: bool = True) -> dict[str, Any]:
+    """A run's JSON file as a dict; an unreadable or corrupt one is one UserError line naming it."""
+    if not path.exists() and not required:
+        return {}
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path} cannot be read ({type(e).__name__}: {e}); re-run that configuration "
+                        f"or move {path.parent} out of the report folder") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} is not an erc run file (a JSON object expected)")
+    return obj
+
+
 def _load(run: Path) -> dict[str, Any]:
-    metrics = json.loads((run / "metrics.json").read_text())
-    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
-    prov = json.loads((run / "provenance.json").read_text()) if (run / "provenance.json").exists() else {}
+    metrics = _read(run / "metrics.json")
+    config = _read(run / "config.json", required=False)
+    prov = _read(run / "provenance.json", required=False)
     return {"dir": run, "metrics": metrics, "config": config, "dataset": prov.get("cache_attrs", {}).get("dataset") or "?"}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def not_a_result(run: dict[str, Any]) -> str | None:
+    """Why a run directory holding ``metrics.json`` must not be reported as a result (None: it
+    is one): no ``done`` marker (unfinished or failed), non-finite scores, or a non-finite training
+    loss in ``epochs.csv`` (a diverged run from before erc stopped such runs)."""
+    d, m = run["dir"], run["metrics"]
+    if (d / FAILED).exists():
+        return "failed: " + (d / FAILED).read_text(errors="replace").strip().splitlines()[0][:200]
+    if not (d / DONE).exists():
+        return "unfinished (no done marker)"
+    for split in ("dev", "test"):
+        scores = m.get(split)
+        if scores is not None and not (isinstance(scores, dict) and _finite(scores.get("weighted_f1"))):
+            return f"its {split} scores are missing or not finite"
+    if (d / "epochs.csv").exists():
+        try:
+            epochs = pd.read_csv(d / "epochs.csv")
+        except (OSError, ValueError) as e:
+            return f"epochs.csv unreadable ({e})"
+        if "train_loss" in epochs:
+            bad = ~np.isfinite(pd.to_numeric(epochs["train_loss"], errors="coerce").to_numpy(float))
+            if bad.any():
+                first = int(np.argmax(bad))
+                epoch = epochs["epoch"].iloc[first] if "epoch" in epochs else first + 1
+                return f"non-finite training loss at epoch {epoch} (a diverged run)"
+    return None
 
 
 def _group_key(cfg: dict[str, Any]) -> str:
@@ -174,12 +222,25 @@ def _plots(run: dict[str, Any]) -> None:
 
 
 def write_report(root: str | Path, plots: bool = True) -> pd.DataFrame:
-    """Write ``report.md`` and ``report.csv`` under ``root`` (and per-run PNGs); return the table."""
+    """Write ``report.md`` and ``report.csv`` under ``root`` (and per-run PNGs); return the table.
+
+    Only finished runs with finite scores are results (:func:`not_a_result`); the others are
+    listed under "Not reported" in report.md and in ``df.attrs["excluded"]`` as ``(dir, why)``.
+    A run folder that cannot be written gets no PNGs (``df.attrs["no_plots"]``).
+    """
     root = Path(root)
-    runs = [_load(r) for r in find_runs(root)]
+    check_writable_folder(root, "report folder")
+    loaded = [_load(r) for r in find_runs(root)]
+    excluded = [(r["dir"], why) for r in loaded if (why := not_a_result(r)) is not None]
+    skip = {d for d, _ in excluded}
+    runs = [r for r in loaded if r["dir"] not in skip]
+    no_plots: list[Path] = []
     if plots:
         for r in runs:
-            _plots(r)
+            try:
+                _plots(r)
+            except OSError:  # a read-only run folder: the tables do not need its PNGs
+                no_plots.append(r["dir"])
     df = pd.DataFrame(summary_rows(runs))
     df.to_csv(root / "report.csv", index=False)
     lines = [f"# Report: {root}", "", f"{len(runs)} runs. Test scores at the best-dev epoch, mean ± std (%) over runs.", ""]
@@ -192,7 +253,12 @@ def write_report(root: str | Path, plots: bool = True) -> pd.DataFrame:
         if (df["delta_wf1"] != "").any():
             lines += ["", "delta_wf1: test W-F1 minus the `full` variant's (seed-paired mean, points); 95 % intervals "
                       "over seeds (paired t) and over test utterances (paired bootstrap). " + ZERO_NOTE]
+    if excluded:
+        lines += ["", f"Not reported ({len(excluded)} run folders):", ""]
+        lines += [f"- `{d}`: {why}" for d, why in excluded]
     (root / "report.md").write_text("\n".join(lines) + "\n")
+    df.attrs["excluded"] = excluded
+    df.attrs["no_plots"] = no_plots
     return df
 
 

@@ -19,6 +19,7 @@ from erc.heads.base import Head, HeadInputs
 from erc.heads.registry import resolve_head
 
 DONE = "done"
+FAILED = "failed"  # written instead of DONE when training diverged: the reason, one line
 
 
 def mamba_backends(module: torch.nn.Module) -> list[str]:
@@ -80,10 +81,46 @@ def load_run(run_dir: str | Path, map_location: str = "cpu") -> LoadedRun:
     return LoadedRun(head, config, prov, list(config["labels"]), dict(config["encoders"]), inputs)
 
 
+def run_members(path: str | Path) -> list[Path]:
+    """The finished runs that ``path`` names: itself when it holds ``best.pt``, else the finished
+    ``seed<k>`` / ``fold<k>`` runs of a sweep folder (``seed<s>/fold<k>`` nested), in order.
+    UserError when there are none."""
+    path = Path(path)
+    if (path / "best.pt").exists():
+        return [path]
+    if not path.is_dir():
+        raise UserError(f"--run {path} does not exist")
+
+    def key(p: Path) -> tuple[str, int]:
+        digits = p.name.lstrip("seedfold")
+        return (p.name.rstrip("0123456789"), int(digits) if digits.isdigit() else -1)
+
+    found: list[Path] = []
+    for sub in sorted((p for p in path.iterdir() if p.is_dir() and p.name.startswith(("seed", "fold"))), key=key):
+        if (sub / "best.pt").exists():
+            found.append(sub)
+        elif any(c.is_dir() and c.name.startswith("fold") for c in sub.iterdir()):
+            found.extend(m for m in run_members(sub) if (m / "best.pt").exists())
+    if not found:
+        raise UserError(f"{path} is not a finished run (no config.json / best.pt) nor a sweep folder of finished "
+                        "runs (seed0..seedN holding best.pt)")
+    return found
+
+
+def unfinished_members(path: str | Path) -> list[str]:
+    """The ``seed<k>`` / ``fold<k>`` folders of a sweep folder that hold no ``best.pt`` yet."""
+    path = Path(path)
+    if (path / "best.pt").exists() or not path.is_dir():
+        return []
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.startswith(("seed", "fold"))
+                  and not (p / "best.pt").exists() and not any(p.glob("fold*/best.pt")))
+
+
 def check_compatible(run: LoadedRun, fc: FeatureCache) -> None:
-    """Refuse a cache whose labels, encoders or dims differ from the run's (UserError)."""
+    """Refuse a cache whose labels, encoders or dims differ from the run's (UserError). A cache
+    without labels (unlabelled conversations) fits any run's labels."""
     where = f"run {run.config.get('run_dir', '?')}"
-    if fc.labels != run.labels:
+    if fc.labels and fc.labels != run.labels:
         raise UserError(f"{fc.path} has labels {fc.labels}, but {where} was trained on {run.labels}")
     for m, enc in run.encoders.items():
         if enc not in fc.encoders(m):

@@ -84,6 +84,13 @@ def cross_validate(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | 
     return summarise_runs(out, runs, extra)
 
 
+def _try_build(spec: HeadSpec, data: DialogueData) -> None:
+    """Build the head once before any run folder exists, so that ``--set`` values the layers refuse
+    together (e.g. a width not divisible by the heads) are one line and leave nothing behind."""
+    if spec.overrides:
+        spec.build(data.inputs())
+
+
 def run_sweep(cache: str | Path, spec: HeadSpec, modalities: Mapping[str, str | None] | Sequence[str],
               train_cfg: TrainConfig, out_dir: str | Path, seeds: int, folds: int | None = None,
               grouping: Grouping = "dialogue", progress: Progress | None = None) -> SweepResult:
@@ -94,10 +101,12 @@ def run_sweep(cache: str | Path, spec: HeadSpec, modalities: Mapping[str, str | 
     out = Path(out_dir)
     if folds is None:
         data = load_data(cache, spec, modalities, train_cfg)
+        _try_build(spec, data)
         return train_seeds(data, spec, train_cfg, out, list(range(seeds)), progress=progress)
     if grouping not in ("dialogue", "utterance"):
         raise UserError(f"--fold-grouping must be dialogue or utterance; got {grouping!r}")
     data = load_data(cache, spec, modalities, train_cfg, folds=FoldSpec(folds, 0, grouping))
+    _try_build(spec, data)
     runs: list[RunResult] = []
     for s in range(seeds):
         sub = cross_validate(data, spec, dataclasses.replace(train_cfg, seed=s), out / f"seed{s}", folds, grouping,

@@ -11,8 +11,9 @@ import random
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Annotated
 
-from erc.config import apply_overrides
+from erc.config import Range, apply_overrides
 from erc.errors import UserError
 from erc.corpus import Corpus, Utterance
 
@@ -35,7 +36,7 @@ class IemocapOptions:
     dev_fraction: float = 0.1
     seed: int = 0
     marker_side: str = "left"
-    test_session: int = 5
+    test_session: Annotated[int, Range(1, 5)] = 5  # the session held out as test (1..5)
 
 
 def speaker_of(utterance_id: str) -> str:

@@ -1,13 +1,15 @@
 """Manifest adapter: any dataset as a CSV or JSONL file with the ``Utterance`` columns.
 
-Required columns: ``dialogue_id, utterance_id, text, label, split``. Optional: ``turn`` (default:
-order within the dialogue), ``speaker`` (default ""), ``audio``, ``video``, ``start``, ``end``,
-``video_region``. Relative media paths resolve against the manifest file's folder.
+Required columns: ``dialogue_id, utterance_id, text``. Optional: ``label`` (an empty or absent label:
+an unlabelled utterance, as for new conversations to predict), ``split`` (default ``test``),
+``turn`` (default: order within the dialogue), ``speaker`` (default ""), ``audio``, ``video``,
+``start``, ``end``, ``video_region``. Relative media paths resolve against the manifest file's folder.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -16,10 +18,12 @@ from pathlib import Path
 from erc.config import apply_overrides
 from erc.errors import UserError
 from erc.corpus import Corpus, Utterance
+from erc.extract.datasets.checks import check_row_values, check_span, decode_utf8, seconds_value, turn_value
 from erc.extract.datasets.iemocap import LABELS6 as IEMOCAP_LABELS
 from erc.extract.datasets.meld import MELD_LABELS
 
-REQUIRED = ("dialogue_id", "utterance_id", "text", "label", "split")
+REQUIRED = ("dialogue_id", "utterance_id", "text")
+DEFAULT_SPLIT = "test"  # rows without a split column: data to be predicted
 SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
                  "validation": "dev", "test": "test", "testing": "test"}
 REGIONS = {"left", "right"}
@@ -33,29 +37,29 @@ class ManifestOptions:
 
 
 def _read_csv(path: Path) -> list[dict[str, object]]:
+    text = decode_utf8(path.read_bytes(), path)
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames:
-                reader.fieldnames = [h.strip() for h in reader.fieldnames]
-            return [dict(r) for r in reader]
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise UserError(f"manifest {path} could not be read as UTF-8 CSV: {exc}") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if reader.fieldnames:
+            reader.fieldnames = [h.strip() for h in reader.fieldnames]
+        return [dict(r) for r in reader]
+    except csv.Error as exc:
+        raise UserError(f"manifest {path} could not be read as CSV: {exc}") from None
 
 
 def _read_jsonl(path: Path) -> list[dict[str, object]]:
     rows = []
-    with path.open(encoding="utf-8-sig") as fh:
-        for i, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"manifest {path} line {i} is not valid JSON: {exc.msg}") from None
-            if not isinstance(row, dict):
-                raise UserError(f"manifest {path} line {i} is not a JSON object")
-            rows.append(row)
+    text = decode_utf8(path.read_bytes(), path)
+    for i, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"manifest {path} line {i} is not valid JSON: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise UserError(f"manifest {path} line {i} is not a JSON object")
+        rows.append(row)
     return rows
 
 
@@ -77,15 +81,6 @@ def read_rows(path: Path) -> list[dict[str, object]]:
 
 def _blank(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
-
-
-def _float(value: object, where: str) -> float | None:
-    if _blank(value):
-        return None
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise UserError(f"{where} must be a number, got {value!r}") from None
 
 
 def _media(value: object, base: Path) -> str | None:
@@ -121,7 +116,7 @@ def _check_columns(rows: list[dict[str, object]], path: Path) -> None:
         raise UserError(f"manifest {path} lacks required column(s): {', '.join(missing)} "
                         f"(required: {', '.join(REQUIRED)})")
     for i, row in enumerate(rows):
-        gaps = [c for c in ("dialogue_id", "utterance_id", "label", "split") if _blank(row.get(c))]
+        gaps = [c for c in ("dialogue_id", "utterance_id", "split") if c in row and _blank(row.get(c))]
         if gaps:
             raise UserError(f"manifest {path} row {i + 1}: empty {', '.join(gaps)}")
 
@@ -130,15 +125,17 @@ def _row_to_utterance(row: dict[str, object], split: str, base: Path, where: str
     region = None if _blank(row.get("video_region")) else str(row["video_region"]).strip().lower()
     if region is not None and region not in REGIONS:
         raise UserError(f"{where}: video_region must be left or right, got {row['video_region']!r}")
-    turn = _float(row.get("turn"), f"{where}: turn")
+    turn = turn_value(row.get("turn"), f"{where}: turn")
+    start, end = seconds_value(row.get("start"), f"{where}: start"), seconds_value(row.get("end"), f"{where}: end")
+    check_span(start, end, where)
     return Utterance(
         utterance_id=str(row["utterance_id"]).strip(), dialogue_id=str(row["dialogue_id"]).strip(),
         turn=-1 if turn is None else int(turn),
         speaker="" if _blank(row.get("speaker")) else str(row["speaker"]).strip(),
         text="" if _blank(row.get("text")) else str(row["text"]),
-        label=str(row["label"]).strip(), split=split,
+        label="" if _blank(row.get("label")) else str(row["label"]).strip(), split=split,
         audio=_media(row.get("audio"), base), video=_media(row.get("video"), base),
-        start=_float(row.get("start"), f"{where}: start"), end=_float(row.get("end"), f"{where}: end"),
+        start=start, end=end,
         video_region=region)  # type: ignore[arg-type]
 
 
@@ -163,13 +160,15 @@ def load_manifest(root: Path, options: dict[str, str]) -> Corpus:
     opts = apply_overrides(ManifestOptions(), options, what="manifest option")
     path = Path(root)
     rows = read_rows(path)
+    for i, row in enumerate(rows):  # no list / object values, no NUL bytes, no extra CSV fields
+        check_row_values(row, f"manifest {path} row {i + 1}")
     _check_columns(rows, path)
     base = path.resolve().parent
-    bad = sorted({str(r["split"]) for r in rows if str(r["split"]).strip().lower() not in SPLIT_ALIASES})
+    bad = sorted({str(r["split"]) for r in rows if str(r.get("split", DEFAULT_SPLIT)).strip().lower() not in SPLIT_ALIASES})
     if bad:
         raise UserError(f"manifest {path} has bad split value(s) {', '.join(map(repr, bad[:5]))}; "
                         f"use train, dev (or val/valid/validation) or test")
-    utts = [_row_to_utterance(r, SPLIT_ALIASES[str(r["split"]).strip().lower()], base,
+    utts = [_row_to_utterance(r, SPLIT_ALIASES[str(r.get("split", DEFAULT_SPLIT)).strip().lower()], base,
                               f"manifest {path} row {i + 1}") for i, r in enumerate(rows)]
     seen: set[str] = set()
     dups: list[str] = []
@@ -180,6 +179,6 @@ def load_manifest(root: Path, options: dict[str, str]) -> Corpus:
     if dups:
         raise UserError(f"manifest {path} has {len(dups)} duplicate utterance_id(s), e.g. "
                         f"{', '.join(dups[:3])}")
-    labels = _labels(opts.labels, {u.label for u in utts}, path)
+    labels = _labels(opts.labels, {u.label for u in utts if u.label}, path)
     return Corpus(name=path.stem, labels=labels, utterances=_order(utts), root=str(path),
                   options=asdict(opts))

@@ -10,11 +10,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from erc.config import NonNegativeFloat, Positive, PositiveFloat
 from erc.errors import MediaError, MediaMissing
 from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
 from erc.extract.encoders.hf import (HFWeights, ResolvedWeights, autocast, masked_mean, parse_layers,
-                                     select_layers)
+                                     select_layers, to_device)
 from erc.extract.media import load_audio, media_duration
 
 
@@ -43,11 +44,11 @@ class MelConfig(EncoderConfig):
     """Log-mel spectrogram: ``n_mels`` bins, ``win_ms`` windows every ``hop_ms``; audio longer than
     ``max_seconds`` is cut (0: no limit)."""
 
-    sample_rate: int = 16000
-    n_mels: int = 80
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
-    max_seconds: float = 30.0
+    sample_rate: Positive = 16000
+    n_mels: Positive = 80
+    win_ms: PositiveFloat = 25.0
+    hop_ms: PositiveFloat = 10.0
+    max_seconds: NonNegativeFloat = 30.0
 
 
 class MelEncoder(Encoder):
@@ -127,12 +128,12 @@ class HFAudioConfig(EncoderConfig):
     model: str = ""
     layers: str = "last"
     all_layers: bool = False
-    max_seconds: float = 30.0
-    sample_rate: int = 16000
+    max_seconds: NonNegativeFloat = 30.0
+    sample_rate: Positive = 16000
     keep_frames: bool = True
     revision: str = ""
     download: bool = False
-    batch_size: int = 8
+    batch_size: Positive = 8
 
 
 class HFAudioEncoder(HFWeights, Encoder):
@@ -184,8 +185,8 @@ class HFAudioEncoder(HFWeights, Encoder):
         c = self.config
         feats = self.extractor(items, sampling_rate=self.sr, padding=True, return_tensors="pt")
         lengths = torch.tensor([len(x) for x in items])
-        inputs = {k: v.to(self.device) for k, v in feats.items() if k in ("input_values", "attention_mask",
-                                                                            "input_features")}
+        inputs = {k: to_device(v, self.device) for k, v in feats.items()
+                  if k in ("input_values", "attention_mask", "input_features")}
         need_hidden = self._layers is not None or c.all_layers
         with torch.inference_mode(), autocast(self.device, self.fp16):
             out = self.model(**inputs, output_hidden_states=need_hidden)

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
+from erc.config import Checked, Positive
 from erc.corpus import Utterance
 from erc.features.schema import Encoded
 
@@ -23,12 +24,13 @@ __all__ = ["Encoded", "Encoder", "EncoderConfig"]
 
 
 @dataclass
-class EncoderConfig:
+class EncoderConfig(Checked):
     """Fields every encoder config has. ``name`` is the cache group name
-    (``/features/<modality>/<name>``); ``batch_size`` is utterances per forward pass."""
+    (``/features/<modality>/<name>``); ``batch_size`` is utterances per forward pass. Every value is
+    checked on construction (:class:`erc.config.Checked`: a bad ``--set`` is one line)."""
 
     name: str = ""
-    batch_size: int = 16
+    batch_size: Positive = 16
 
 
 class Encoder(ABC):

@@ -102,6 +102,14 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x.float() * m).sum(-2) / m.sum(-2).clamp_min(1.0)
 
 
+def to_device(x: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """Host -> ``device``: on CUDA through pinned (page-locked) memory with a non-blocking copy,
+    so the host goes on (decoding, queuing kernels) while the copy runs; on CPU unchanged."""
+    if torch.device(device).type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
 def autocast(device: str, fp16: bool) -> torch.autocast:
     """fp16 autocast on CUDA when asked; a disabled context otherwise."""
     dev = "cuda" if device.startswith("cuda") else "cpu"

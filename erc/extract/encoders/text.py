@@ -14,10 +14,11 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
+from erc.config import NonNegative, Positive
 from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
 from erc.extract.encoders.hf import (HFWeights, ResolvedWeights, autocast, masked_mean, parse_layers,
-                                     select_layers)
+                                     select_layers, to_device)
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -46,10 +47,10 @@ class HFTextConfig(EncoderConfig):
     pooling: Literal["cls", "mean"] = "mean"
     layers: str = "last"
     all_layers: bool = False
-    context: int = 0
-    context_future: int = 0
+    context: NonNegative = 0
+    context_future: NonNegative = 0
     speaker_names: bool = True
-    max_length: int = 256
+    max_length: Positive = 256
     keep_frames: bool = True
     normalize: bool = False
     pool_over: Literal["target", "window"] = "target"
@@ -121,14 +122,14 @@ class HFTextEncoder(HFWeights, Encoder):
         attn = enc["attention_mask"].bool()
         need_hidden = self._layers is not None or c.all_layers
         with torch.inference_mode(), autocast(self.device, self.fp16):
-            out = self.model(**{k: v.to(self.device) for k, v in enc.items()},
+            out = self.model(**{k: to_device(v, self.device) for k, v in enc.items()},
                              output_hidden_states=need_hidden)
             hidden = select_layers(out.hidden_states, self._layers) if need_hidden else out.last_hidden_state
-            mask_dev = attn.to(self.device)
+            mask_dev = to_device(attn, self.device)
             windowed = c.context > 0 or c.context_future > 0
             target_pool = windowed and c.pool_over == "target" and c.pooling == "mean"
             keep = self._frame_mask(items, attn, special, offsets) if (c.keep_frames or target_pool) else None
-            pool_mask = torch.from_numpy(keep).to(self.device) if target_pool else mask_dev
+            pool_mask = to_device(torch.from_numpy(keep), self.device) if target_pool else mask_dev
             pooled = hidden[:, 0].float() if c.pooling == "cls" else masked_mean(hidden, pool_mask)
             if c.normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)

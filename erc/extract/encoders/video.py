@@ -11,11 +11,12 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
+from erc.config import Positive
 from erc.errors import UserError, WeightsMissing
 from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
 from erc.extract.encoders.faces import descriptor_dim, face_crops, face_descriptors
-from erc.extract.encoders.hf import autocast
+from erc.extract.encoders.hf import autocast, to_device
 
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -42,8 +43,8 @@ class FaceStats:
 class FaceDescriptorConfig(EncoderConfig):
     """``frames`` sampled per utterance, face crops resized to ``size`` (a multiple of 8)."""
 
-    frames: int = 20
-    size: int = 64
+    frames: Positive = 20
+    size: Positive = 64
 
 
 class FaceDescriptorEncoder(Encoder):
@@ -96,7 +97,7 @@ class PixelNorm:
 
     def __call__(self, crops: np.ndarray) -> torch.Tensor:
         """uint8 ``[N, S, S, 3]`` -> float32 ``[N, 3, S, S]`` on the stats' device."""
-        x = torch.from_numpy(crops).to(self.mean.device, non_blocking=True)
+        x = to_device(torch.from_numpy(crops), self.mean.device)
         return (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
 
 
@@ -133,12 +134,12 @@ class CNNVideoConfig(EncoderConfig):
 
     model: str = "resnet50"
     weights: str = ""
-    frames: int = 20
-    size: int = 224
+    frames: Positive = 20
+    size: Positive = 224
     output: Literal["logits", "features"] = "logits"
     download: bool = False
     random_init: bool = False
-    batch_size: int = 8
+    batch_size: Positive = 8
 
 
 class CNNVideoEncoder(Encoder):

@@ -10,6 +10,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
+from erc.config import NonNegative, Positive
 from erc.errors import UserError
 from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
@@ -31,12 +32,12 @@ class HFVideoConfig(EncoderConfig):
 
     model: str = ""
     output: Literal["features", "logits"] = "features"
-    frames: int = 20
-    size: int = 0
+    frames: Positive = 20
+    size: NonNegative = 0
     revision: str = ""
     download: bool = False
     keep_frames: bool = True
-    batch_size: int = 8
+    batch_size: Positive = 8
 
 
 class HFVideoEncoder(HFWeights, Encoder):
