@@ -45,13 +45,13 @@ DATASETS = {  # name -> (erc extract --dataset, root under --data)
     "meld": ("meld", "meld"),
 }
 
-# (label, head, variant, head overrides, train options, datasets); train options override TrainConfig's
-# defaults. lr 5e-4 / 80 epochs / patience 15 chosen on dev (gru, seeds 0-2): IEMOCAP 61.73 vs 60.66 at
+# (label, head, variant, head overrides, train options, datasets); train options override the head's
+# train_defaults, which override TrainConfig's defaults. lr 5e-4 / 80 epochs / patience 15 chosen on dev (gru, seeds 0-2): IEMOCAP 61.73 vs 60.66 at
 # lr 1e-3 / 60 / 10, MELD 56.21 vs 55.74. The second gru row per dataset is its best variant on dev (gru,
 # seeds 0-2, benchmarks/REAL_TEXT.md): IEMOCAP "party" (a second BiGRU over each speaker's own turns) 64.14
 # vs 61.73, with attention pooling of the tokens as well 62.3 / 61.6 (seeds 0-1); MELD "party-attn"
-# 57.75 vs party 56.53. matav runs text-only (no MEC: one modality) with a bidirectional Mamba (IEMOCAP
-# dev, seed 0: 56.5 vs 51.7 one-way).
+# 57.75 vs party 56.53. matav runs text-only (no MEC: one modality) with its own defaults (the head's
+# MaTAVConfig and train_defaults, chosen on dev: benchmarks/REAL_TEXT.md, "MaTAV's recipe").
 FAST = {"lr": 5e-4, "epochs": 80, "patience": 15}
 BOTH = ("iemocap", "meld")
 HEADS = [
@@ -59,7 +59,7 @@ HEADS = [
     ("gru-party", "gru", "party", {}, FAST, ("iemocap",)),
     ("gru-party-attn", "gru", "party-attn", {}, FAST, ("meld",)),
     ("mlp", "mlp", "full", {}, FAST, BOTH),
-    ("matav", "matav", "full", {"bidirectional": "true"}, {"lr": 5e-4, "epochs": 60, "patience": 10, "batch_size": 16}, BOTH),
+    ("matav", "matav", "full", {}, {}, BOTH),
 ]
 COST = {"matav": 6.0, "gru-party-attn": 2.0, "gru-party": 1.5, "gru": 1.0, "mlp": 0.3}  # rough relative cost per seed
 
@@ -83,8 +83,8 @@ def _run_one(job: tuple) -> None:
 
     dataset, cache, label, seed, runs, threads, precision = job
     _, head, variant, overrides, opts, _ = next(h for h in HEADS if h[0] == label)
-    cfg = TrainConfig(**opts, num_threads=threads, quiet=True, seed=seed, precision=precision)
     spec = resolve_head(head, variant, overrides)
+    cfg = TrainConfig.for_head(spec.cls, **opts, num_threads=threads, quiet=True, seed=seed, precision=precision)
     t0 = time.time()
     data = load_data(cache, spec, {"text": TEXT[dataset][0]}, cfg)
     res = train_run(data, spec, cfg, runs / dataset / label / f"seed{seed}")
@@ -116,13 +116,14 @@ def train(caches: dict[str, Path], runs: Path, seeds: int, threads: int, heads: 
         for label, head, variant, overrides, opts, datasets in HEADS:
             if label not in heads or ds not in datasets:
                 continue
-            cfg = TrainConfig(**opts, num_threads=threads, quiet=True, precision=precision)
             spec = resolve_head(head, variant, overrides)
+            cfg = TrainConfig.for_head(spec.cls, **opts, num_threads=threads, quiet=True, precision=precision)
             data = load_data(cache, spec, {"text": TEXT[ds][0]}, cfg)
             res = train_seeds(data, spec, cfg, runs / ds / label, list(range(seeds)))
             seconds = sum(_run_seconds(r.run_dir) for r in res.runs)
             out[ds][label] = {"test": res.summary["test"], "dev": res.summary["dev"],
-                              "train": {k: v for k, v in vars(cfg).items() if k in opts} | {"head": head, "variant": variant},
+                              "train": {k: v for k, v in vars(cfg).items() if k in opts or k in getattr(spec.cls, "train_defaults", {})}
+                              | {"head": head, "variant": variant},
                               "overrides": overrides, "train_seconds": round(seconds, 1), "best_epochs": res.summary["best_epochs"]}
             t = res.summary["test"]
             print(f"{ds:8s} {label:15s} test W-F1 {100 * t['weighted_f1']['mean']:.2f} ± {100 * t['weighted_f1']['std']:.2f}"

@@ -236,6 +236,7 @@ def ablate(
     from erc.train.loop import TrainConfig, pick_device
     from erc.train.outputs import check_writable_folder
     from erc.train.progress import progress_bar
+    from erc.train.intervals import compare
     from erc.train.report import ablation_table
     from erc.train.sweep import run_sweep
 
@@ -255,10 +256,13 @@ def ablate(
             run_dir = default_run_dir(ds_name, model, v, mods, overrides)
             run_dir = out / run_dir.name if out else run_dir
             results.append((v, run_sweep(cache, spec, mods, cfg, run_dir, seeds, progress=prog)))
-    table = ablation_table({v: r.test_values() for v, r in results})
+    ref = "full" if "full" in dict(results) else results[0][0]
+    runs = {v: {str(r.run_dir.relative_to(res.out_dir)): r.run_dir for r in res.runs} for v, res in results}
+    comparisons = {v: compare(runs[ref], runs[v]) for v, _ in results if v != ref}
+    table = ablation_table({v: r.test_values() for v, r in results}, ref, comparisons)
     console = Console()
     console.print(f"{model} on {ds_name}, modalities {','.join(mods)}, {seeds} seeds (test W-F1 at best dev epoch)")
-    console.print(table, markup=False, highlight=False)
+    console.print(table, markup=False, highlight=False, soft_wrap=True)
     root = out or Path("runs") / ds_name
     (root / f"{model}-ablation-{short_modalities(mods)}.md").write_text(table + "\n")
 
@@ -282,6 +286,15 @@ def report(directory: Path = typer.Argument(..., help="Folder holding run direct
     df = df.assign(modalities=[short_modalities(str(v).split(","), ",") for v in df["modalities"]])
     rows = [[str(v).replace(" ± ", "±") for v in row] for row in df[cols].itertuples(index=False)]
     Console().print(_compact_table(f"{directory}: test at the best dev epoch", [names.get(c, c) for c in cols], rows))
+    diff = df[df["delta_wf1"] != ""]
+    if len(diff):
+        from erc.train.intervals import ZERO_NOTE
+
+        dcols = ["dataset", "head", "variant", "runs", "delta_wf1", "delta_ci_seeds", "delta_ci_test"]
+        drows = [[str(v) for v in row] for row in diff[dcols].itertuples(index=False)]
+        Console().print(_compact_table("difference to full (test W-F1 points, 95 % intervals)",
+                                       ["dataset", "head", "variant", "runs", "Δ", "CI seeds", "CI test"], drows))
+        Console().print(ZERO_NOTE, markup=False, highlight=False)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     for run_dir, why in excluded:
         err.print(f"[yellow]not reported[/]: {escape(f'{run_dir}: {why}')}")

@@ -38,6 +38,7 @@ def test_without_a_compiler_every_kernel_warns_once_and_pytorch_runs(monkeypatch
     with pytest.warns(RuntimeWarning, match="token_attention"):
         assert not cattention.supports(torch.zeros(2, 3, 96), 4)
     assert cpu.scan_backend(torch.zeros(3)) == "torch"
+    assert cpu.loaded() == {"selective_scan": False, "token_attention": False}  # what runs record
 
 
 @pytest.mark.parametrize("value, on", [("", {"scan", "attention"}), ("1", {"scan", "attention"}),
@@ -54,3 +55,21 @@ def test_a_switched_off_kernel_is_not_built(monkeypatch) -> None:
     monkeypatch.setattr(ckernels, "build", lambda *a, **k: pytest.fail("built a switched-off kernel"))
     assert not cscan.available()
     assert not cattention.supports(torch.zeros(2, 3, 96), 4)
+
+
+def test_loading_a_kernel_leaves_denormal_floats_alone(tmp_path) -> None:
+    """A kernel built with -ffast-math must not switch the process to flush-to-zero (gcc < 13 links
+    crtfastmath.o into a -ffast-math shared library, whose constructor sets FTZ / DAZ when loaded):
+    that changed every float operation after the first Mamba forward, so a run's numbers depended
+    on whether an earlier run in the same process had loaded the kernel."""
+    if ckernels._compiler() is None:
+        pytest.skip("no C compiler")
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom erc.heads.cpu import scan\nx = torch.tensor([1e-40])\nbefore = (x * 2).item()\n"
+            "assert scan.available()\nprint(before, (x * 2).item())")
+    env = {**__import__("os").environ, "ERC_CACHE_DIR": str(tmp_path), "ERC_CPU_KERNELS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=True)
+    before, after = map(float, out.stdout.split())
+    assert before == pytest.approx(2e-40) and after == before

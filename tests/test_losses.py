@@ -77,6 +77,59 @@ def test_mec_loss_pairs_and_validity() -> None:
     assert n == 0 and float(loss) == 0.0
 
 
+def test_mec_loss_is_the_sum_of_the_three_terms_of_eq5() -> None:
+    # T->A': logits [1, 0] -> log(1 + e^-1); A->V' and T->V': logits [1, -1] -> log(1 + e^-2) each
+    q = {"text": t([1, 0]), "audio": t([1, 0]), "video": t([1, 0])}
+    k = {"text": t([0, 1]), "audio": t([1, 0]), "video": t([1, 0])}
+    queues = {"text": t([1, 0]), "audio": t([0, 1]), "video": t([-1, 0])}
+    valid = {m: torch.tensor([True]) for m in q}
+    loss, n = mec_loss(q, k, queues, valid, 1.0)
+    assert n == 3
+    assert float(loss) == pytest.approx(L1E + 2 * math.log(1 + math.exp(-2)), abs=1e-6)  # a sum, not a mean
+
+
+def test_info_nce_leaves_a_querys_own_earlier_keys_out_of_its_negatives() -> None:
+    # the queue holds utterance 7's own earlier key [1, 0] and utterance 3's key [0, 1]
+    queue, queue_ids = t([1, 0], [0, 1]), torch.tensor([7, 3])
+    q, k = t([1, 0]), t([1, 0])
+    # with its own key as a negative: logits [1, 1, 0] -> -log(e / (2e + 1)) = log(2 + e^-1)
+    assert float(info_nce(q, k, queue, 1.0)) == pytest.approx(math.log(2 + math.exp(-1)), abs=1e-6)
+    # without it: logits [1, 0] -> log(1 + e^-1)
+    assert float(info_nce(q, k, queue, 1.0, torch.tensor([7]), queue_ids)) == pytest.approx(L1E, abs=1e-6)
+    # every queued key its own: only the positive is left, loss 0
+    assert float(info_nce(q, k, queue, 1.0, torch.tensor([7]), torch.tensor([7, 7]))) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="both"):
+        info_nce(q, k, queue, 1.0, torch.tensor([7]))
+
+
+def test_mec_loss_masks_own_keys_per_row() -> None:
+    # rows 0 and 1 (utterances 10, 11), T->A' only; queue_a holds utterance 10's key [1, 0] and a stranger's [0, 1]
+    q = {"text": t([1, 0], [0, 1]), "audio": t([1, 0], [0, 1])}
+    k = {"text": t([1, 0], [0, 1]), "audio": t([1, 0], [0, 1])}
+    queues = {"text": t([0, 1], [0, 1]), "audio": t([1, 0], [0, 1])}
+    queue_ids = {"text": torch.tensor([-1, -1]), "audio": torch.tensor([10, 99])}
+    valid = {m: torch.tensor([True, True]) for m in q}
+    loss, n = mec_loss(q, k, queues, valid, 1.0, ids=torch.tensor([10, 11]), queue_ids=queue_ids)
+    # row 0 (utterance 10): its own [1, 0] is dropped, logits [1, 0] -> log(1 + e^-1)
+    # row 1 (utterance 11): logits [1, 0, 1] -> -log(e / (2e + 1)) = log(2 + e^-1)
+    assert n == 1 and float(loss) == pytest.approx((L1E + math.log(2 + math.exp(-1))) / 2, abs=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1 << 21, 22])
+def test_info_nce_own_key_masking_matches_textbook_form(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_QueueInfoNCE, "CHUNK_ELEMENTS", chunk)
+    g = torch.Generator().manual_seed(3)
+    q = torch.nn.functional.normalize(torch.randn(7, 5, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
+    k = torch.nn.functional.normalize(torch.randn(7, 5, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
+    queue = torch.nn.functional.normalize(torch.randn(11, 5, generator=g, dtype=torch.float64), dim=-1)
+    q_ids, queue_ids = torch.arange(7), torch.randint(0, 7, (11,), generator=g)
+    got, want = info_nce(q, k, queue, 0.07, q_ids, queue_ids), info_nce_reference(q, k, queue, 0.07, q_ids, queue_ids)
+    assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-12)
+    assert float(got.detach()) != pytest.approx(float(info_nce(q, k, queue, 0.07).detach()), rel=1e-6)
+    for a, b in zip(torch.autograd.grad(got, (q, k)), torch.autograd.grad(want, (q, k))):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
 def test_supcon_hand_value() -> None:
     # anchors 0 and 1: positive similarity 1, negative 0 -> -log(e / (e + 1)); anchor 2 has no positive
     feats = t([1, 0], [2, 0], [0, 3])  # normalised inside

@@ -69,3 +69,44 @@ def test_mec_skipped_with_one_modality() -> None:
     out = head(random_batch(2, 3, {"text": 8}, seed=0))
     assert float(out.aux_loss.detach()) == 0.0 and "mec" not in out.parts
     assert not hasattr(head, "proj_m")
+
+
+def test_queue_records_which_utterance_each_key_came_from() -> None:
+    head = tiny(queue_size=1000)
+    assert bool((head.queue_ids("text") == -1).all())  # the random start belongs to no utterance
+    batch = random_batch(3, 5, DIMS, seed=2)
+    head.train()
+    head(batch)
+    for m in DIMS:
+        real = batch.present[m] & batch.mask
+        n = int(real.sum())
+        assert head.queue_ids(m)[:n].tolist() == batch.index[real].tolist()
+        assert bool((head.queue_ids(m)[n:] == -1).all())
+    head.enqueue("text", torch.zeros(2, 4))  # keys without ids: -1
+    n = int((batch.present["text"] & batch.mask).sum())
+    assert head.queue_ids("text")[n:n + 2].tolist() == [-1, -1]
+
+
+def test_mec_term_is_weight_times_the_sum_of_pairs_without_own_keys(monkeypatch) -> None:
+    from erc.heads import matav as matav_mod
+
+    seen = {}
+    real_loss = matav_mod.mec_loss
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        seen["out"] = real_loss(*args, **kwargs)
+        return seen["out"]
+
+    monkeypatch.setattr(matav_mod, "mec_loss", spy)
+    head = tiny(queue_size=1000, mec_weight=0.3)
+    head.train()
+    batch = random_batch(3, 5, DIMS, seed=4)
+    head(batch)
+    out = head(batch)  # the queues now hold these utterances' own keys from the first step
+    loss, n_pairs = seen["out"]
+    assert n_pairs == 3
+    torch.testing.assert_close(out.aux_loss, 0.3 * loss)
+    assert out.parts["mec"] == float(loss.detach())
+    rows = batch.mask & (batch.labels != -100)
+    assert seen["ids"].tolist() == batch.index[rows].tolist()  # each row's own keys are left out

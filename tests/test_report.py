@@ -73,6 +73,9 @@ def test_cli_train_ablate_report(cache, tmp_path, monkeypatch):
                               "--precision", "bf16", "--threads", "1"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "no-speaker" in res.output and "Δ vs full" in res.output
+    assert "95 % CI over seeds (paired t)" in res.output and "bootstrap" in res.output  # 2 seeds: both intervals
+    row = next(line for line in res.output.splitlines() if line.startswith("| no-speaker |"))
+    assert row.count("[") == 2, row
     ablated = json.loads(next((tmp_path / "runs").glob("gru-no-speaker-*/seed0/config.json")).read_text())
     assert ablated["train"]["precision"] == "bf16"  # ablate takes train-head's training options
     for cmd in (["train-head", "--model", "mlp"], ["ablate", "--model", "gru"]):
@@ -83,7 +86,11 @@ def test_cli_train_ablate_report(cache, tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "report.md").exists()
     # every row names its dataset (runs of several datasets can share a folder), in the CSV and on screen
     assert set(pd.read_csv(tmp_path / "runs" / "report.csv")["dataset"]) == {"synthetic"}
-    assert sum(line.startswith("synthetic ") for line in res.output.splitlines()) == 3  # mlp, gru full, gru no-speaker
+    # mlp, gru full, gru no-speaker; then no-speaker's difference to full with its intervals
+    assert sum(line.startswith("synthetic ") for line in res.output.splitlines()) == 4
+    assert "difference to full" in res.output and "CI seeds" in res.output
+    md = (tmp_path / "runs" / "report.md").read_text()
+    assert "delta_ci_seeds" in md and "delta_ci_test" in md
     for bad, needle in ((["--modalities", "x"], "unknown modality"), (["--variant", "nope"], "variant"),
                         (["--features", str(tmp_path / "none.h5")], "no feature cache")):
         args = ["train-head", "--model", "mlp", *common, *bad]

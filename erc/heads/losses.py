@@ -33,16 +33,20 @@ class _QueueInfoNCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k_pos: torch.Tensor, queue: torch.Tensor, temperature: float,  # noqa: ANN001
-                matmul_dtype: torch.dtype | None = None) -> torch.Tensor:
+                matmul_dtype: torch.dtype | None = None, q_ids: torch.Tensor | None = None,
+                queue_ids: torch.Tensor | None = None) -> torch.Tensor:
         qs = q / temperature  # [N, D]
         pos = (qs * k_pos).sum(-1)  # [N]
         rows = max(1, _QueueInfoNCE.CHUNK_ELEMENTS // max(queue.shape[0], 1))
         mm = matmul_dtype or q.dtype
         queue_mm = queue.to(mm)
+        ids = q_ids.split(rows) if q_ids is not None and queue_ids is not None else [None] * len(qs.split(rows))
         numerators, tops, sums = [], [], []
-        for qc, pc in zip(qs.split(rows), pos.split(rows)):
+        for qc, pc, ic in zip(qs.split(rows), pos.split(rows), ids):
             neg = qc.to(mm) @ queue_mm.t()  # [n, M] logits of the negatives
-            top = torch.maximum(pc, neg.amax(-1).to(pc.dtype)) if neg.shape[1] else pc  # [n]
+            if ic is not None:  # a query's own earlier keys are no negatives: exp(-inf) = 0, no gradient
+                neg.masked_fill_(ic[:, None] == queue_ids[None, :], float("-inf"))
+            top = torch.maximum(pc, neg.amax(-1).to(pc.dtype)) if neg.shape[1] else pc  # [n] (-inf rows: pc)
             top = top.to(mm).to(pc.dtype)  # representable in the numerators' dtype: subtracted exactly below
             neg.sub_(top[:, None].to(mm)).exp_()  # unnormalised softmax numerators, in place
             numerators.append(neg)
@@ -72,16 +76,19 @@ class _QueueInfoNCE(torch.autograd.Function):
             grad_q = d_qs * (scale / ctx.temperature)
         if ctx.needs_input_grad[1]:
             grad_k = w_pos * qs * scale
-        return grad_q, grad_k, None, None, None
+        return grad_q, grad_k, None, None, None, None, None
 
 
-def info_nce(q: torch.Tensor, k_pos: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+def info_nce(q: torch.Tensor, k_pos: torch.Tensor, queue: torch.Tensor, temperature: float,
+             q_ids: torch.Tensor | None = None, queue_ids: torch.Tensor | None = None) -> torch.Tensor:
     """MoCo InfoNCE: each query's positive is its matching key, its negatives are the queue.
 
     q: ``[N, D]`` queries, k_pos: ``[N, D]`` positive keys, queue: ``[M, D]`` negative keys (M may
-    be 0; constant: it receives no gradient, as in MoCo); all assumed L2-normalised.
+    be 0; constant: it receives no gradient, as in MoCo); all assumed L2-normalised. With
+    ``q_ids [N]`` and ``queue_ids [M]`` (long; e.g. the utterance each key came from), queue entry
+    m is no negative of query i where ``queue_ids[m] == q_ids[i]`` (the set Q_i below):
 
-        loss = mean_i  -log( exp(q_i·k_i / τ) / (exp(q_i·k_i / τ) + Σ_m exp(q_i·queue_m / τ)) )
+        loss = mean_i  -log( exp(q_i·k_i / τ) / (exp(q_i·k_i / τ) + Σ_{m ∉ Q_i} exp(q_i·queue_m / τ)) )
 
     Returns a scalar; 0 (with a graph to q) when N == 0. Computed by a fused function with a
     hand-written backward (checked against the ``cat`` + ``cross_entropy`` form in the tests).
@@ -98,33 +105,48 @@ def info_nce(q: torch.Tensor, k_pos: torch.Tensor, queue: torch.Tensor, temperat
         return _zero(q)
     if queue.requires_grad:
         raise ValueError("info_nce: the queue is a constant (momentum keys); it cannot take a gradient")
+    if (q_ids is None) != (queue_ids is None):
+        raise ValueError("info_nce: give both q_ids and queue_ids, or neither")
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     dev = q.device.type
     low = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) and dtype == torch.float32 else None
     with torch.autocast(dev, enabled=False):
-        return _QueueInfoNCE.apply(q.to(dtype), k_pos.to(dtype), queue.to(dtype), temperature, low)
+        return _QueueInfoNCE.apply(q.to(dtype), k_pos.to(dtype), queue.to(dtype), temperature, low, q_ids, queue_ids)
 
 
-def info_nce_reference(q: torch.Tensor, k_pos: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+def info_nce_reference(q: torch.Tensor, k_pos: torch.Tensor, queue: torch.Tensor, temperature: float,
+                       q_ids: torch.Tensor | None = None, queue_ids: torch.Tensor | None = None) -> torch.Tensor:
     """The textbook form of :func:`info_nce` (concatenated logits + cross-entropy), for the tests."""
     pos = (q * k_pos).sum(-1, keepdim=True)  # [N, 1]
     neg = q @ queue.t()  # [N, M]
+    if q_ids is not None and queue_ids is not None:
+        neg = neg.masked_fill(q_ids[:, None] == queue_ids[None, :], float("-inf"))
     logits = torch.cat([pos, neg], dim=1) / temperature
     target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, target)
 
 
+PAIRS = (("text", "audio"), ("audio", "video"), ("text", "video"))  # MaTAV's Eq. 5: T->A', A->V', T->V'
+
+
 def mec_loss(q: dict[str, torch.Tensor], k: dict[str, torch.Tensor], queues: dict[str, torch.Tensor],
-             valid: dict[str, torch.Tensor], temperature: float,
-             pairs: tuple[tuple[str, str], ...] = (("text", "audio"), ("audio", "video"), ("text", "video")),
+             valid: dict[str, torch.Tensor], temperature: float, pairs: tuple[tuple[str, str], ...] = PAIRS,
+             ids: torch.Tensor | None = None, queue_ids: dict[str, torch.Tensor] | None = None,
              ) -> tuple[torch.Tensor, int]:
-    """MaTAV's multimodal emotion contrastive loss: mean over the pairs (x, y) that can be formed of
-    ``info_nce(q_x, k_y, queue_y)`` — i.e. T->A', A->V', T->V' where ' is the momentum encoder.
+    """MaTAV's multimodal emotion contrastive loss, the paper's Eq. 5: the **sum** over the pairs
+    (x, y) that can be formed of ``info_nce(q_x, k_y, queue_y)``, i.e.
+
+        L_MEC = L(T->A') + L(A->V') + L(T->V')
+
+    where ' is the momentum encoder (each term a mean over its rows).
 
     q, k: modality -> ``[N, D]`` online / momentum embeddings (L2-normalised);
     queues: modality -> ``[M_y, D]`` momentum queue;
-    valid: modality -> ``[N]`` bool (present, real, labelled rows).
-    Only rows where both modalities of a pair are valid take part. Returns (loss, pairs used).
+    valid: modality -> ``[N]`` bool (present, real, labelled rows);
+    ids: ``[N]`` long, the utterance of each row, with queue_ids: modality -> ``[M_y]`` long, the
+    utterance each queued key came from: a row's own earlier keys are left out of its negatives.
+    Only rows where both modalities of a pair are valid take part; a pair with no such row adds
+    nothing. Returns (loss, pairs used).
     """
     losses = []
     for x, y in pairs:
@@ -133,10 +155,11 @@ def mec_loss(q: dict[str, torch.Tensor], k: dict[str, torch.Tensor], queues: dic
         both = valid[x] & valid[y]
         if not bool(both.any()):
             continue
-        losses.append(info_nce(q[x][both], k[y][both], queues[y], temperature))
+        own = (ids[both], queue_ids[y]) if ids is not None and queue_ids is not None else (None, None)
+        losses.append(info_nce(q[x][both], k[y][both], queues[y], temperature, *own))
     if not losses:
         return _zero(next(iter(q.values()))), 0
-    return torch.stack(losses).mean(), len(losses)
+    return torch.stack(losses).sum(), len(losses)
 
 
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:

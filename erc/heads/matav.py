@@ -1,16 +1,56 @@
-"""MaTAV: Mamba-enhanced text-audio-video alignment network.
+"""MaTAV: Mamba-enhanced text-audio-video alignment network (Li et al.; the paper's text is
+``../shared/papers/matav.txt``), read point by point: paper / erc / why.
 
-Per utterance: projection heads g_t, g_a, g_v map each modality's pooled vector to a 256-d
-embedding (L2-normalised for the contrastive loss); momentum (EMA) copies of the projection
-heads fill three queues of the last M momentum embeddings; MEC loss = InfoNCE of T->A', A->V',
-T->V' against those queues. The modality tokens ``[t || a || v]`` go through a 6-layer
-cross-attention fusion, are merged by W_F and an FC into z_i; the dialogue ``[z_1..z_n]`` goes
-through Mamba; a linear softmax classifier predicts each utterance's label.
-
-Unpublished choices (ours): queue 4096, momentum 0.995, temperature 0.07, Mamba 2 layers of
-state 16 / expand 2 / conv 4, feed-forward width 2 x 256 in the fusion, learned modality-type
-embeddings on the tokens. Paper's optimisation: batch 64, lr 1e-4, weight decay 1e-5, 100 epochs
-(``train_defaults``), loss = CE + 0.3 MEC.
+1. Projections. Paper: "g_q(·) and g_k(·) represent projection heads that map the corresponding
+   embeddings into normalized 256-dimensional representations" (Eq. 1). erc: g_m = LayerNorm of
+   the pooled vector (``input_norm``), Linear -> GELU -> Dropout -> Linear to ``dim`` = 256; the
+   embedding is L2-normalised for the contrastive loss, un-normalised as the fusion token. Why
+   the LayerNorm (ours): cached sentence vectors are L2-normalised (about 0.05 per component),
+   smaller than the layers' initial biases, so without it the first epochs learn nothing
+   (IEMOCAP dev, benchmarks/REAL_TEXT.md). The paper does not give g's depth.
+2. Momentum encoders and queues. Paper: "we follow the work of MoCo, maintaining three queues to
+   store the most recent M representations of text, audio, and video from the momentum unimodal
+   encoders". erc: EMA copies g'_m (momentum ``momentum`` = 0.995) of the whole g_m, one queue of
+   ``queue_size`` = M = 4096 keys per modality, filled after each step with that step's present,
+   labelled utterances (MoCo's order). M, the momentum and the temperature are not published
+   (ours; MoCo's values).
+3. MEC loss. Paper, Eq. 5: L_MEC = -log(exp(s(T,A')) / sum_{j=1..M} exp(s(T,A'_j))) - log(... A,V'
+   ...) - log(... T,V' ...), a **sum** of three terms. erc: :func:`erc.heads.losses.mec_loss`, the
+   same sum (each term averaged over the batch's utterances that have both modalities; a term
+   whose pair is missing is left out), s = cosine / ``temperature`` (0.07, ours). Two details
+   the paper leaves open, taken from MoCo: the positive key is in the denominator, and (ours) an
+   utterance's own keys from earlier steps are removed from its negatives (M = 4096 is 79 % of
+   IEMOCAP's training utterances, so its own earlier key would otherwise come back as a
+   negative of itself). With one modality there is no pair and no MEC.
+4. Loss. Paper: "the parameter for the MEC loss is set to 0.3". erc: loss = CE + 0.3 x L_MEC,
+   0.3 multiplying the sum of the three terms (``mec_weight``).
+5. Fusion. Paper: "a six-layer cross-attention mechanism", Q = W_Q[t||a||v], K = W_K[t||a||v],
+   V = W_V[t||a||v] (Eq. 6-7), then "f = W_F[t||a||v]". erc: the modality tokens (+ a learned
+   modality-type embedding, ours) go through ``fusion_layers`` = 6 pre-norm transformer layers,
+   ``fusion_heads`` = 4 heads, attention among the present tokens, a feed-forward of
+   ``fusion_ff_mult`` x ``dim`` = 1 x 256 (the paper gives no width; 1 x keeps CPU epochs short),
+   dropout ``dropout``; the K tokens (zeros for an absent modality) are concatenated and merged
+   by W_F (Linear K*256 -> 256).
+6. FC and Mamba. Paper: "z_i = FC(f_i)", "x = [Z_1, ..., Z_n] ... is then input into the Mamba
+   network". erc: z_i = Linear(Dropout(GELU(f_i))) to ``hidden`` = 256; ``mamba_layers`` = 2 Mamba
+   blocks (state 16, expand 2, conv 4; ours: not published), each ``LayerNorm(x + Dropout(
+   Mamba(x)))``. ``bidirectional`` (ours, on by default): a second Mamba over each dialogue
+   reversed, added; the paper's Mamba is one-way, but an utterance's emotion also shows in the
+   replies. IEMOCAP dev W-F1 with it: 61.39 against 60.93 one-way (seeds 0-1, this recipe; within
+   the seeds' spread) and 56.5 against 51.7 (seed 0, the earlier recipe); benchmarks/REAL_TEXT.md.
+7. Classifier. Paper: "y_i = argmax(Softmax(W F_i + b))". erc: Dropout -> Linear on each Mamba
+   output, softmax inside the cross-entropy.
+8. Regularisation (ours; the paper gives none): ``dropout`` = 0.3 in every block and
+   ``input_dropout`` = 0.3 on the pooled vectors, chosen on IEMOCAP dev.
+9. Optimisation. Paper: "The batch size is set to 64, and the training will run for 100 epochs.
+   The learning rate is specified at 0.0001, with a weight decay of 0.00001." erc
+   (``train_defaults``): AdamW with the paper's lr 1e-4, weight decay 1e-5 and 100 epochs
+   (early stop after 20 epochs without a better dev W-F1, the best-dev epoch kept), but 16
+   dialogues a batch, not 64: IEMOCAP's 108 training dialogues make 2 steps an epoch at 64, 200
+   in a run, and dev W-F1 was still rising at epoch 100 (best epochs 78 and 100); at 16, 7 steps
+   an epoch (MELD: 65). ``batch_size`` counts dialogues, as everywhere in erc.
+10. Ablations (paper Tables I-II): ``no-mamba`` (no dialogue model: z_i straight to the
+    classifier) and ``no-mec`` (no momentum encoders, queues or MEC term).
 """
 
 from __future__ import annotations
@@ -34,20 +74,24 @@ MODALITIES = ("text", "audio", "video")
 
 @dataclass
 class MaTAVConfig(Checked):
-    dim: Positive = 256  # projection / token width (paper: 256)
-    hidden: Positive = 256  # width of z_i and of the Mamba
-    queue_size: Positive = 4096  # M, per modality (ours)
+    """MaTAV's settings; the module docstring says which are the paper's and which are ours."""
+
+    dim: Positive = 256  # width of g_m's output and of the fusion tokens (paper: 256)
+    hidden: Positive = 256  # width of z_i and of the Mamba (ours)
+    queue_size: Positive = 4096  # M, keys per modality queue (ours)
     momentum: UnitInterval = 0.995  # EMA of the momentum projection heads (ours)
     temperature: PositiveFloat = 0.07  # InfoNCE temperature (ours)
-    fusion_layers: int = 6
-    fusion_heads: Positive = 4
-    fusion_ff_mult: Positive = 1  # feed-forward width = mult x dim in the fusion layers (ours; cheap on CPU)
-    mamba_layers: int = 2  # ours
-    bidirectional: bool = False  # a second Mamba over each dialogue reversed (not in the paper)
+    fusion_layers: int = 6  # paper: six cross-attention layers
+    fusion_heads: Positive = 4  # ours
+    fusion_ff_mult: Positive = 1  # feed-forward width = 1 x dim in the fusion layers (ours; not published)
+    mamba_layers: int = 2  # ours (not published)
+    bidirectional: bool = True  # a second Mamba over each dialogue reversed (ours; the paper's is one-way)
     use_mamba: bool = True  # False: the no-mamba ablation (no dialogue context)
     use_mec: bool = True  # False: the no-mec ablation
-    mec_weight: NonNegativeFloat = 0.3
-    dropout: Dropout = 0.1
+    mec_weight: NonNegativeFloat = 0.3  # paper: loss = CE + 0.3 x L_MEC (the sum of its three terms)
+    dropout: Dropout = 0.3  # in every block (ours; chosen on IEMOCAP dev)
+    input_norm: bool = True  # LayerNorm of each pooled vector as g_m's first layer (ours)
+    input_dropout: Dropout = 0.3  # dropout on each pooled vector before g_m (ours; chosen on IEMOCAP dev)
 
 
 class MaTAV(Head):
@@ -55,7 +99,8 @@ class MaTAV(Head):
     variants: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {}, "no-mamba": {"use_mamba": False}, "no-mec": {"use_mec": False},
     }
-    train_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-4, "weight_decay": 1e-5, "batch_size": 64, "epochs": 100}
+    # the paper's lr, weight decay and epochs; 16 dialogues a batch instead of 64 (module docstring, 9.)
+    train_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-4, "weight_decay": 1e-5, "batch_size": 16, "epochs": 100}
 
     def __init__(self, config: MaTAVConfig, inputs: HeadInputs) -> None:
         super().__init__(config, inputs)
@@ -63,7 +108,8 @@ class MaTAV(Head):
         self.mods = [m for m in MODALITIES if m in inputs.pooled_dims]
         if not self.mods:
             raise UserError("matav needs at least one of text, audio, video pooled features")
-        self.proj = nn.ModuleDict({m: mlp(inputs.pooled_dims[m], c.dim, c.dim, c.dropout) for m in self.mods})
+        self.in_drop = nn.Dropout(c.input_dropout)
+        self.proj = nn.ModuleDict({m: self._projection(inputs.pooled_dims[m]) for m in self.mods})  # g_m
         self.type_emb = nn.Parameter(torch.zeros(len(self.mods), c.dim))
         nn.init.normal_(self.type_emb, std=0.02)
         self.fusion = TokenFusion(c.dim, c.fusion_heads, c.fusion_layers, c.dropout, c.fusion_ff_mult)
@@ -80,7 +126,15 @@ class MaTAV(Head):
             for m in self.mods:
                 # MoCo: the queue starts as random unit vectors, replaced as momentum keys arrive
                 self.register_buffer(f"queue_{m}", F.normalize(torch.randn(c.queue_size, c.dim), dim=-1))
+                # the utterance (cache row) each queued key came from; -1: none (the random start)
+                self.register_buffer(f"queue_ids_{m}", torch.full((c.queue_size,), -1, dtype=torch.long))
                 self.register_buffer(f"queue_ptr_{m}", torch.zeros((), dtype=torch.long))
+
+    def _projection(self, d_in: int) -> nn.Sequential:
+        """g_m: ``[N, d_in] -> [N, dim]`` (optional LayerNorm, then a 2-layer MLP)."""
+        c = self.config
+        norm = nn.LayerNorm(d_in) if c.input_norm else nn.Identity()
+        return nn.Sequential(norm, *mlp(d_in, c.dim, c.dim, c.dropout))
 
     @property
     def backend(self) -> str:
@@ -93,18 +147,26 @@ class MaTAV(Head):
         """Modality ``m``'s queue of momentum keys, ``[M, dim]``."""
         return getattr(self, f"queue_{m}")
 
+    def queue_ids(self, m: str) -> torch.Tensor:
+        """``[M]`` long: the utterance each of modality ``m``'s queued keys came from (-1: none)."""
+        return getattr(self, f"queue_ids_{m}")
+
     @torch.no_grad()
-    def enqueue(self, m: str, keys: torch.Tensor) -> None:
-        """Write ``keys [n, dim]`` into the ring buffer at the pointer (wrapping; if n > M only the
-        last M are kept), then advance the pointer modulo M."""
+    def enqueue(self, m: str, keys: torch.Tensor, ids: torch.Tensor | None = None) -> None:
+        """Write ``keys [n, dim]`` (and the utterance ``ids [n]`` they came from; -1 when not given)
+        into the ring buffer at the pointer (wrapping; if n > M only the last M are kept), then
+        advance the pointer modulo M."""
         q = getattr(self, f"queue_{m}")
         size = q.shape[0]
         if keys.shape[0] == 0 or size == 0:
             return
-        keys = keys[-size:].to(q.dtype)
+        if ids is None:
+            ids = torch.full((keys.shape[0],), -1, dtype=torch.long, device=q.device)
+        keys, ids = keys[-size:].to(q.dtype), ids[-size:]
         ptr = getattr(self, f"queue_ptr_{m}")
         idx = (ptr + torch.arange(keys.shape[0], device=q.device)) % size
         q[idx] = keys
+        self.queue_ids(m)[idx] = ids.to(torch.long)
         ptr.copy_((ptr + keys.shape[0]) % size)
 
     @torch.no_grad()
@@ -126,7 +188,7 @@ class MaTAV(Head):
         mask = batch.mask
         B, L = mask.shape
         pres = {m: batch.present[m] & mask for m in self.mods}
-        emb = {m: self.proj[m](batch.pooled[m][mask]) for m in self.mods}  # real utterances [N, dim]
+        emb = {m: self.proj[m](self.in_drop(batch.pooled[m][mask])) for m in self.mods}  # real utterances [N, dim]
         tokens = torch.stack([emb[m] + self.type_emb[i] for i, m in enumerate(self.mods)], dim=1)
         valid = torch.stack([pres[m][mask] for m in self.mods], dim=1)  # [N, K]
         fused = self.fusion(tokens, valid) * valid.unsqueeze(-1).to(tokens.dtype)  # [N, K, dim]
@@ -151,9 +213,11 @@ class MaTAV(Head):
         with torch.no_grad():
             k = {m: F.normalize(self.proj_m[m](batch.pooled[m][rows]), dim=-1) for m in self.mods}
         queues = {m: self.queue(m).clone() for m in self.mods}
-        loss, n_pairs = mec_loss(q, k, queues, valid, self.config.temperature)
+        queue_ids = {m: self.queue_ids(m).clone() for m in self.mods}
+        ids = batch.index[rows] if batch.index is not None else None  # [N']: cache rows, one per utterance
+        loss, n_pairs = mec_loss(q, k, queues, valid, self.config.temperature, ids=ids, queue_ids=queue_ids)
         for m in self.mods:  # enqueue after the loss (MoCo): present, real utterances only
-            self.enqueue(m, k[m][valid[m]])
+            self.enqueue(m, k[m][valid[m]], None if ids is None else ids[valid[m]])
         if n_pairs == 0:
             return loss, {}
         return self.config.mec_weight * loss, {"mec": float(loss.detach())}

@@ -27,6 +27,7 @@ from erc.config import Fraction, NonNegative, NonNegativeFloat, Positive, Positi
 from erc.errors import UserError
 from erc.features.atomic import write_atomic
 from erc.features.reader import FeatureCache
+from erc.heads import cpu
 from erc.heads.base import Head
 from erc.heads.registry import HeadSpec
 from erc.train.dialogues import DialogueData, resolve_encoders
@@ -317,7 +318,7 @@ def _fit(head: Head, data: DialogueData, cfg: TrainConfig, device: torch.device,
     pd.concat(preds).to_csv(out / "predictions.csv", index=False)
     metrics = {"best_epoch": best_epoch, "epochs_run": len(rows_log), "selection": "best dev weighted_f1",
                "seed": cfg.seed, "head": config["head"], "variant": config["variant"], "modalities": config["modalities"],
-               "mamba_backend": mamba_backends(head), "train_time_s": time.time() - t_start,
+               "mamba_backend": mamba_backends(head), "cpu_kernels": cpu.loaded(), "train_time_s": time.time() - t_start,
                "warnings": config.get("warnings", []),
                "dev": scored["dev"], "test": scored["test"]}
     write_json(out / "metrics.json", metrics)

@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from erc.config import config_hash  # noqa: E402
+from erc.train.intervals import ZERO_NOTE, Comparison, compare, format_ci  # noqa: E402
 from erc.errors import UserError  # noqa: E402
 from erc.train.metrics import mean_std, summarise  # noqa: E402
 from erc.train.outputs import check_writable_folder  # noqa: E402
@@ -100,13 +101,46 @@ def _protocol(cfg: dict[str, Any]) -> str:
     return f"{folds['n_folds']}-fold by {folds['grouping']}{note}"
 
 
+def _pair_key(cfg: dict[str, Any]) -> str:
+    """What an ablation variant shares with its ``full``: the configuration without the variant's
+    switches (the user's overrides instead of the resolved head config), seed and fold."""
+    train = {k: v for k, v in cfg.get("train", {}).items() if k != "seed"}
+    folds = cfg.get("folds")
+    folds = {k: v for k, v in folds.items() if k != "fold"} if folds else None
+    return config_hash({"head": cfg.get("head"), "overrides": cfg.get("overrides", {}), "encoders": cfg.get("encoders"),
+                        "train": train, "folds": folds, "cache": cfg.get("cache")})
+
+
+def _run_key(run: dict[str, Any]) -> tuple[Any, Any]:
+    """(seed, fold) of a run: how runs of two variants are paired."""
+    folds = run["config"].get("folds") or {}
+    return run["metrics"].get("seed", run["config"].get("train", {}).get("seed")), folds.get("fold")
+
+
+def _deltas(groups: Mapping[str, list[dict[str, Any]]]) -> dict[str, Comparison]:
+    """group key -> the group's :class:`Comparison` against the ``full`` variant of its pair key."""
+    full = {_pair_key(m[0]["config"]): m for m in groups.values() if m[0]["config"].get("variant") == "full"}
+    out = {}
+    for key, members in groups.items():
+        ref = full.get(_pair_key(members[0]["config"]))
+        if ref is None or ref is members:
+            continue
+        c = compare({_run_key(r): r["dir"] for r in ref}, {_run_key(r): r["dir"] for r in members})
+        if c is not None:
+            out[key] = c
+    return out
+
+
 def summary_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per configuration: mean ± std of the test scores over its runs."""
+    """One row per configuration: mean ± std of the test scores over its runs; for an ablation
+    variant whose ``full`` is among the runs, Δ test W-F1 with its 95 % intervals
+    (``delta_wf1``, ``delta_ci_seeds``, ``delta_ci_test``; :mod:`erc.train.intervals`)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         groups.setdefault(_group_key(r["config"]), []).append(r)
+    deltas = _deltas(groups)
     rows = []
-    for members in groups.values():
+    for gkey, members in groups.items():
         cfg, m0 = members[0]["config"], members[0]["metrics"]
         tests = [m["metrics"].get("test") or {} for m in members]
         row: dict[str, Any] = {
@@ -126,6 +160,10 @@ def summary_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             row[short] = summarise(vals)
         devs = [m["metrics"]["dev"]["weighted_f1"] for m in members if m["metrics"].get("dev")]
         row["dev_wf1"] = summarise(devs)
+        c = deltas.get(gkey)
+        row["delta_wf1"] = f"{c.delta * 100:+.2f}" if c else ""
+        row["delta_ci_seeds"] = format_ci(c.seeds_ci) if c else ""
+        row["delta_ci_test"] = format_ci(c.boot_ci) if c else ""
         for name in (tests[0].get("per_class_f1") or {}):
             mean = mean_std([t.get("per_class_f1", {}).get(name, math.nan) for t in tests])[0]
             row[f"f1_{name}"] = "-" if math.isnan(mean) else round(mean * 100, 2)  # "-": class absent
@@ -210,8 +248,13 @@ def write_report(root: str | Path, plots: bool = True) -> pd.DataFrame:
     lines = [f"# Report: {root}", "", f"{len(runs)} runs. Test scores at the best-dev epoch, mean ± std (%) over runs.", ""]
     if len(df):
         cols = ["dataset", "head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1", "dev_wf1"]
+        if (df["delta_wf1"] != "").any():
+            cols += ["delta_wf1", "delta_ci_seeds", "delta_ci_test"]
         cols += [c for c in df.columns if c.startswith("f1_")]
         lines.append(_markdown(df[cols]))
+        if (df["delta_wf1"] != "").any():
+            lines += ["", "delta_wf1: test W-F1 minus the `full` variant's (seed-paired mean, points); 95 % intervals "
+                      "over seeds (paired t) and over test utterances (paired bootstrap). " + ZERO_NOTE]
     if excluded:
         lines += ["", f"Not reported ({len(excluded)} run folders):", ""]
         lines += [f"- `{d}`: {why}" for d, why in excluded]
@@ -228,16 +271,30 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join([head, sep, *body])
 
 
-def ablation_table(results: Mapping[str, Sequence[float]], reference: str = "full") -> str:
+def ablation_table(results: Mapping[str, Sequence[float]], reference: str = "full",
+                   comparisons: Mapping[str, Comparison | None] | None = None) -> str:
     """Paper-style rows ``variant | W-F1 mean ± std | Δ vs full`` (values in 0..1, shown in %).
 
     ``results``: variant -> test weighted F1 of each seed. Δ is against ``reference`` (or the first).
+    With ``comparisons`` (variant -> :func:`erc.train.intervals.compare` against the reference), Δ
+    is the mean of the seed-paired differences and two 95 % interval columns follow (over seeds,
+    over test utterances); an interval that contains 0 is marked ``*`` (note under the table).
     """
     ref = reference if reference in results else next(iter(results), None)
     ref_mean = mean_std(results[ref])[0] if ref is not None else math.nan
-    lines = ["| variant | W-F1 (%) | Δ vs " + str(ref) + " |", "|---|---|---|"]
+    if comparisons is None:
+        lines = ["| variant | W-F1 (%) | Δ vs " + str(ref) + " |", "|---|---|---|"]
+        for name, vals in results.items():
+            mean = mean_std(vals)[0]
+            delta = "—" if name == ref else f"{(mean - ref_mean) * 100:+.2f}"
+            lines.append(f"| {name} | {summarise(vals)} | {delta} |")
+        return "\n".join(lines)
+    lines = [f"| variant | W-F1 (%) | Δ vs {ref} | 95 % CI over seeds (paired t) | 95 % CI over test utterances (bootstrap) |",
+             "|---|---|---|---|---|"]
     for name, vals in results.items():
-        mean = mean_std(vals)[0]
-        delta = "—" if name == ref else f"{(mean - ref_mean) * 100:+.2f}"
-        lines.append(f"| {name} | {summarise(vals)} | {delta} |")
-    return "\n".join(lines)
+        c = comparisons.get(name)
+        if name == ref or c is None:
+            lines.append(f"| {name} | {summarise(vals)} | {'—' if name == ref else 'n/a'} | | |")
+        else:
+            lines.append(f"| {name} | {summarise(vals)} | {c.delta * 100:+.2f} | {format_ci(c.seeds_ci)} | {format_ci(c.boot_ci)} |")
+    return "\n".join([*lines, "", ZERO_NOTE])

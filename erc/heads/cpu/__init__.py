@@ -27,12 +27,12 @@ import torch
 from torch import nn
 
 from erc.heads.cpu import attention, scan
-from erc.heads.cpu.build import enabled
+from erc.heads.cpu.build import enabled, loaded
 from erc.heads.scan import TorchScan
 
 KERNELS = ("scan", "attention")
 
-__all__ = ["KERNELS", "enabled", "scan_backend", "selective_scan", "token_attention"]
+__all__ = ["KERNELS", "enabled", "loaded", "scan_backend", "selective_scan", "token_attention"]
 
 
 def _c_scan(x: torch.Tensor) -> bool:

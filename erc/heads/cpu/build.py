@@ -6,7 +6,10 @@ compiler (``$CC``, else ``cc``, else ``gcc``) into a shared library cached under
 the compiler's version and this machine, so a later process loads it in milliseconds.
 :func:`load` returns None (and warns once) when there is no compiler or the build fails, or when
 the one switch ``ERC_CPU_KERNELS`` turns the kernel off (:func:`enabled`); every kernel has a
-PyTorch path that then runs instead (slower).
+PyTorch path that then runs instead (slower, and other rounding: :func:`loaded` says which ran,
+and runs record it in ``metrics.json``). Processes that need the same build at once take turns
+(a file lock): one compiles, the others load its library. Compile and link are two steps, so
+``-ffast-math`` never reaches the link (see :func:`build`).
 
 Calls on disjoint ranges of work run on ``torch.get_num_threads()`` Python threads
 (:func:`run_parallel`; ctypes releases the GIL during a call).
@@ -14,6 +17,7 @@ Calls on disjoint ranges of work run on ``torch.get_num_threads()`` Python threa
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -23,7 +27,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,6 +37,11 @@ KERNEL_DIR = Path(__file__).with_name("kernels")
 SWITCH = "ERC_CPU_KERNELS"
 BASE_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-shared", "-fPIC"]
 DTYPE_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16"}  # the attention kernel's suffixes for these dtypes
+
+LINK_RECIPE = "compile -c, then link -shared without the compile flags"  # part of the cache key
+# generous: a build that times out falls back to PyTorch (other rounding), and a loaded machine
+# can take minutes for what takes seconds when quiet
+BUILD_TIMEOUT_S = 900
 
 _lock = threading.Lock()
 _libs: dict[str, ctypes.CDLL | None] = {}
@@ -99,26 +108,55 @@ def build(name: str, flags: list[str]) -> ctypes.CDLL:
     if cc is None:
         raise RuntimeError("no C compiler (cc / gcc) on PATH")
     source = KERNEL_DIR / f"{name}.c"
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S).stdout
     headers = b"".join(h.read_bytes() for h in sorted(KERNEL_DIR.glob("*.h")))  # included by the sources
     key = hashlib.sha256(source.read_bytes() + headers + " ".join(flags).encode() + version.encode()
-                         + _cpu_key().encode()).hexdigest()[:16]
+                         + _cpu_key().encode() + LINK_RECIPE.encode()).hexdigest()[:16]
     out_dir = cache_dir()
     lib_path = out_dir / f"{name}-{key}.so"
-    if not lib_path.exists():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)  # build aside, then rename: safe for
-        os.close(fd)  # several processes building at once
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _build_lock(out_dir / f"{name}.lock"):  # one process compiles; the others wait, then load it
+        if not lib_path.exists():
+            _compile(cc, source, flags, out_dir, lib_path)
+    return ctypes.CDLL(str(lib_path))
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` between processes (``fcntl.flock``; none where it is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            res = subprocess.run([cc, *flags, f"-I{KERNEL_DIR}", str(source), "-o", tmp, "-lm"], capture_output=True,
-                                 text=True, timeout=120)
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _compile(cc: str, source: Path, flags: list[str], out_dir: Path, lib_path: Path) -> None:
+    """Compile ``source`` into ``lib_path`` (built aside, then renamed)."""
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+    os.close(fd)
+    obj = tmp[:-3] + ".o"
+    compile_flags = [f for f in flags if f != "-shared"]
+    try:
+        # compile and link apart: the link step never sees -ffast-math, so gcc (before 13) does not
+        # add crtfastmath.o, whose constructor would set flush-to-zero / denormals-are-zero in
+        # the loading thread and change every later float operation of the process
+        for cmd in ([cc, *compile_flags, f"-I{KERNEL_DIR}", "-c", str(source), "-o", obj],
+                    [cc, "-shared", obj, "-o", tmp, "-lm"]):
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
             if res.returncode != 0:
                 raise RuntimeError(f"{cc} failed: {res.stderr.strip()[:500]}")
-            os.replace(tmp, lib_path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return ctypes.CDLL(str(lib_path))
+        os.replace(tmp, lib_path)
+    finally:
+        for path in (tmp, obj):
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 def load(kernel: str, name: str, flags: list[str], declare: Callable[[ctypes.CDLL], None],
@@ -141,6 +179,12 @@ def load(kernel: str, name: str, flags: list[str], declare: Callable[[ctypes.CDL
                 lib = None
             _libs[name] = lib
     return _libs[name]
+
+
+def loaded() -> dict[str, bool]:
+    """The C files this process has tried to load: name -> whether it runs (False: its PyTorch
+    fallback runs instead; the numbers differ from a run with the kernel in rounding)."""
+    return {name: lib is not None for name, lib in sorted(_libs.items())}
 
 
 def run_parallel(calls: list[Callable[[], None]]) -> None:
