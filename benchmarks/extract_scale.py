@@ -105,9 +105,14 @@ def speedup(tmp: Path, n: int) -> dict:
                str(Path(__file__).resolve()), "--worker", str(manifest), str(cache), str(report)]
         wall, _ = peak_rss(cmd, env)
         r = json.loads(report.read_text())
-        out[f"procs{procs}"] = {"wall_s": round(wall, 2), "extract_s": round(r["extract_s"], 2)}
-        print(f"torchrun x{procs}: wall {wall:.2f}s, extract() {r['extract_s']:.2f}s", flush=True)
+        out[f"procs{procs}"] = {"wall_s": round(wall, 2), "extract_s": round(r["extract_s"], 2),
+                                "load_s": round(r["load_s"], 2)}
+        print(f"torchrun x{procs}: wall {wall:.2f}s, extract() {r['extract_s']:.2f}s, of which loading the encoder "
+              f"{r['load_s']:.2f}s", flush=True)
     out["speedup_extract"] = round(out["procs1"]["extract_s"] / out["procs2"]["extract_s"], 2)
+    # every process loads the encoder once, a fixed cost that N processes do not divide
+    after = {p: out[p]["extract_s"] - out[p]["load_s"] for p in ("procs1", "procs2")}
+    out["speedup_after_load"] = round(after["procs1"] / after["procs2"], 2)
     out["speedup_wall"] = round(out["procs1"]["wall_s"] / out["procs2"]["wall_s"], 2)
     with h5py.File(tmp / "text1.h5") as a, h5py.File(tmp / "text2.h5") as b:
         g = "features/text/minilm"
@@ -301,6 +306,7 @@ def main() -> None:
     targets = {}
     if "speedup" in result:
         targets["speedup_ge_1_7x"] = result["speedup"]["speedup_extract"] >= 1.7
+        targets["speedup_after_load_ge_1_7x"] = result["speedup"]["speedup_after_load"] >= 1.7
     if "commit" in result:
         targets["commit_bytes_within_10pct_of_the_group"] = result["commit"]["bytes_ratio_vs_group_file"] <= 1.10
         targets["commit_time_within_10pct_of_once"] = result["commit"]["time_ratio_vs_once"] <= 1.10

@@ -36,6 +36,8 @@ pass/fail per target of project issue 3:
 - a ``matav`` epoch <= 3 x a ``gru`` epoch of the same width (both 256 wide: MaTAV dim = hidden =
   256, GRU 2 x 128 = 256 after a 256-d projection) at the same batch size (64 dialogues);
 - 100 ``matav`` epochs (training + dev prediction, batch 64) in under 5 minutes, i.e. <= 3 s each.
+
+Both matav targets read ``matav@64``; ``matav`` alone runs at the head's default batch (16 dialogues).
 """
 
 from __future__ import annotations
@@ -247,7 +249,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="measured epochs per head and round (median over all)")
     ap.add_argument("--rounds", type=int, default=2, help="times the pooled heads run in turn")
     ap.add_argument("--warmup", type=int, default=2, help="warm-up epochs per head (the GRU's oneDNN kernels need two)")
-    ap.add_argument("--heads", default="mlp,gru,gru@64,matav,matav:no-mamba",
+    ap.add_argument("--heads", default="mlp,gru,gru@64,matav,matav@64,matav:no-mamba@64",
                     help="comma list of head[:variant][@batch]; default batch = the head's train_defaults")
     ap.add_argument("--frame-heads", default="", help="heads that need frames, e.g. jfm:small,deepmsi:frames "
                     "(slow on CPU; the default variants need pre-trained layers / video tokens)")
@@ -300,16 +302,18 @@ def main() -> None:
     worst = max(r["loading_share_median"] for r in results.values())
     targets["data_loading_le_10pct"] = {"max_loading_share": worst, "pass": worst <= 0.10}
     gru = results.get("gru@64") or results.get("gru")
-    if "matav" in results and gru is not None:
+    # the targets are at 64 dialogues a batch (matav's default is now 16: "matav" is measured too)
+    matav = results.get("matav@64") or results.get("matav")
+    if matav is not None and gru is not None:
         # verdict on the medians; the ratio of the fastest epochs (least disturbed by other load) beside it
-        ratio = results["matav"]["epoch_s_median"] / gru["epoch_s_median"]
-        targets["matav_le_3x_gru"] = {"matav_epoch_s": results["matav"]["epoch_s_median"], "gru_epoch_s": gru["epoch_s_median"],
-                                      "gru_batch_size": gru["batch_size"], "matav_batch_size": results["matav"]["batch_size"],
+        ratio = matav["epoch_s_median"] / gru["epoch_s_median"]
+        targets["matav_le_3x_gru"] = {"matav_epoch_s": matav["epoch_s_median"], "gru_epoch_s": gru["epoch_s_median"],
+                                      "gru_batch_size": gru["batch_size"], "matav_batch_size": matav["batch_size"],
                                       "width": 256, "ratio": round(ratio, 3),
-                                      "ratio_of_min": round(results["matav"]["epoch_s_min"] / gru["epoch_s_min"], 3),
+                                      "ratio_of_min": round(matav["epoch_s_min"] / gru["epoch_s_min"], 3),
                                       "pass": ratio <= 3.0}
-    if "matav" in results:
-        per = results["matav"]["epoch_with_dev_s_median"]
+    if matav is not None:
+        per = matav["epoch_with_dev_s_median"]
         targets["matav_100_epochs_le_5min"] = {"epoch_with_dev_s": per, "projected_100_epochs_s": round(100 * per, 1),
                                                "pass": 100 * per <= 300.0}
     print("\nhead                 batch  epoch s  min s    cpu s  step ms  loading %  dev s")
