@@ -31,13 +31,16 @@ def test_info_nce_empty_and_empty_queue() -> None:
     assert float(info_nce(t([1, 0]), t([1, 0]), torch.zeros(0, 2), 0.1)) == pytest.approx(0.0, abs=1e-7)
 
 
+def _unit_rows(g: torch.Generator, n: int, dim: int = 5) -> torch.Tensor:
+    """``[n, dim]`` random float64 rows of unit length."""
+    return torch.nn.functional.normalize(torch.randn(n, dim, generator=g, dtype=torch.float64), dim=-1)
+
+
 @pytest.mark.parametrize("chunk", [1 << 21, 22])  # one chunk; 2 rows a chunk (11 negatives)
 def test_info_nce_fused_matches_textbook_form_in_value_and_gradient(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_QueueInfoNCE, "CHUNK_ELEMENTS", chunk)
     g = torch.Generator().manual_seed(0)
-    q = torch.nn.functional.normalize(torch.randn(7, 5, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
-    k = torch.nn.functional.normalize(torch.randn(7, 5, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
-    queue = torch.nn.functional.normalize(torch.randn(11, 5, generator=g, dtype=torch.float64), dim=-1)
+    q, k, queue = _unit_rows(g, 7).requires_grad_(), _unit_rows(g, 7).requires_grad_(), _unit_rows(g, 11)
     got, want = info_nce(q, k, queue, 0.07), info_nce_reference(q, k, queue, 0.07)
     assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-12)
     gq, gk = torch.autograd.grad(got, (q, k))
@@ -119,9 +122,7 @@ def test_mec_loss_masks_own_keys_per_row() -> None:
 def test_info_nce_own_key_masking_matches_textbook_form(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_QueueInfoNCE, "CHUNK_ELEMENTS", chunk)
     g = torch.Generator().manual_seed(3)
-    q = torch.nn.functional.normalize(torch.randn(7, 5, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
-    k = torch.nn.functional.normalize(torch.randn(7, 5, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
-    queue = torch.nn.functional.normalize(torch.randn(11, 5, generator=g, dtype=torch.float64), dim=-1)
+    q, k, queue = _unit_rows(g, 7).requires_grad_(), _unit_rows(g, 7).requires_grad_(), _unit_rows(g, 11)
     q_ids, queue_ids = torch.arange(7), torch.randint(0, 7, (11,), generator=g)
     got, want = info_nce(q, k, queue, 0.07, q_ids, queue_ids), info_nce_reference(q, k, queue, 0.07, q_ids, queue_ids)
     assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-12)
