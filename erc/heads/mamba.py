@@ -199,7 +199,7 @@ def packed_mixer_forward(mixer: MambaMixer, x: torch.Tensor, layout: PackedLayou
     runs on the real rows only (about half of a padded IEMOCAP batch), the conv is
     :class:`_PackedCausalConv` and the scan :func:`erc.heads.cpu.selective_scan`.
     """
-    E, N, R = mixer.intermediate_size, mixer.ssm_state_size, mixer.time_step_rank
+    N, R = mixer.ssm_state_size, mixer.time_step_rank
     h, gate = mixer.in_proj(x).chunk(2, dim=-1)  # [P, E] each
     u = mixer.act(_PackedCausalConv.apply(h, mixer.conv1d.weight, mixer.conv1d.bias, layout))  # [P, E]
     dt, Bm, Cm = torch.split(mixer.x_proj(u), [R, N, N], dim=-1)
