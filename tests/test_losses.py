@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from erc.heads.losses import _QueueInfoNCE, info_nce, info_nce_reference, label_aware_contrastive, mec_loss, supcon_loss
+from erc.heads.losses import _own_pairs, _QueueInfoNCE, info_nce, info_nce_reference, label_aware_contrastive, mec_loss, supcon_loss
 
 L1E = math.log(1 + math.exp(-1))  # -log(e / (e + 1)) = 0.3132617
 
@@ -116,6 +116,18 @@ def test_mec_loss_masks_own_keys_per_row() -> None:
     # row 0 (utterance 10): its own [1, 0] is dropped, logits [1, 0] -> log(1 + e^-1)
     # row 1 (utterance 11): logits [1, 0, 1] -> -log(e / (2e + 1)) = log(2 + e^-1)
     assert n == 1 and float(loss) == pytest.approx((L1E + math.log(2 + math.exp(-1))) / 2, abs=1e-6)
+
+
+def test_own_pairs_are_exactly_the_equal_ids() -> None:
+    g = torch.Generator().manual_seed(5)
+    q_ids = torch.randint(-1, 6, (9,), generator=g)  # repeats and -1 (an empty queue slot's id) included
+    queue_ids = torch.randint(-1, 6, (40,), generator=g)
+    rows, pos = _own_pairs(q_ids, queue_ids)
+    want = (q_ids[:, None] == queue_ids[None, :]).nonzero()
+    assert sorted(zip(rows.tolist(), pos.tolist())) == sorted(map(tuple, want.tolist()))
+    assert torch.equal(rows, rows.sort().values)  # ascending: the chunks find theirs by searchsorted
+    none = _own_pairs(torch.tensor([7, 8]), queue_ids)
+    assert none[0].numel() == 0 and none[1].numel() == 0
 
 
 @pytest.mark.parametrize("chunk", [1 << 21, 22])

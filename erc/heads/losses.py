@@ -18,6 +18,22 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
     return like.sum() * 0.0
 
 
+def _own_pairs(q_ids: torch.Tensor, queue_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (row, queue position) with ``queue_ids[pos] == q_ids[row]``, rows ascending.
+
+    q_ids ``[N]``, queue_ids ``[M]`` (long) -> (rows ``[P]``, positions ``[P]``). Found through the
+    sorted queue ids (``O((N + M) log M)``) instead of an ``[N, M]`` comparison: a query matches a
+    handful of the M keys at most (its own keys from earlier steps).
+    """
+    sorted_ids, order = queue_ids.sort()
+    lo = torch.searchsorted(sorted_ids, q_ids)
+    counts = torch.searchsorted(sorted_ids, q_ids, right=True) - lo  # [N] matches per row
+    rows = torch.repeat_interleave(torch.arange(q_ids.shape[0], device=q_ids.device), counts)  # [P]
+    first = torch.cumsum(counts, 0) - counts  # [N] each row's first pair
+    at = torch.arange(rows.shape[0], device=q_ids.device) - first[rows] + lo[rows]  # [P] index into sorted_ids
+    return rows, order[at]
+
+
 class _QueueInfoNCE(torch.autograd.Function):
     """InfoNCE against a constant queue with a hand-written backward (see :func:`info_nce`).
 
@@ -40,12 +56,14 @@ class _QueueInfoNCE(torch.autograd.Function):
         rows = max(1, _QueueInfoNCE.CHUNK_ELEMENTS // max(queue.shape[0], 1))
         mm = matmul_dtype or q.dtype
         queue_mm = queue.to(mm)
-        ids = q_ids.split(rows) if q_ids is not None and queue_ids is not None else [None] * len(qs.split(rows))
+        own = _own_pairs(q_ids, queue_ids) if q_ids is not None and queue_ids is not None else None
         numerators, tops, sums = [], [], []
-        for qc, pc, ic in zip(qs.split(rows), pos.split(rows), ids):
+        for c, (qc, pc) in enumerate(zip(qs.split(rows), pos.split(rows))):
             neg = qc.to(mm) @ queue_mm.t()  # [n, M] logits of the negatives
-            if ic is not None:  # a query's own earlier keys are no negatives: exp(-inf) = 0, no gradient
-                neg.masked_fill_(ic[:, None] == queue_ids[None, :], float("-inf"))
+            if own is not None:  # a query's own earlier keys are no negatives: exp(-inf) = 0, no gradient
+                r, k = own
+                lo, hi = torch.searchsorted(r, torch.tensor([c * rows, (c + 1) * rows], device=r.device))
+                neg[r[lo:hi] - c * rows, k[lo:hi]] = float("-inf")
             top = torch.maximum(pc, neg.amax(-1).to(pc.dtype)) if neg.shape[1] else pc  # [n] (-inf rows: pc)
             top = top.to(mm).to(pc.dtype)  # representable in the numerators' dtype: subtracted exactly below
             neg.sub_(top[:, None].to(mm)).exp_()  # unnormalised softmax numerators, in place
