@@ -29,12 +29,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXT_GROUP = "minilm-t21"
-TEXT = ["text.context=2", "text.context_future=1", "text.speaker_names=true", "text.pool_over=target",
-        f"text.name={TEXT_GROUP}"]  # as benchmarks/real_text.py for IEMOCAP (chosen on dev there)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import real_text  # noqa: E402
+
+TEXT_GROUP, TEXT = real_text.TEXT["iemocap"]  # the text settings chosen on dev there
 CLASSES = {"6": [], "4": ["dataset.label_map=iemocap4"]}
 HEADS = {"gru": ("gru", "full"), "gru-party": ("gru", "party"), "mlp": ("mlp", "full")}
-FAST = {"lr": 5e-4, "epochs": 80, "patience": 15}  # benchmarks/real_text.py's settings for gru / mlp
+FAST = real_text.FAST  # real_text.py's settings for gru / mlp
 
 
 def extract(csv: Path, classes: str, cache: Path, threads: int) -> float:

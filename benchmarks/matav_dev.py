@@ -27,15 +27,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from real_text import TEXT  # noqa: E402
 
 
-def _value(text: str) -> object:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", choices=sorted(TEXT), required=True)
@@ -50,13 +41,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
 
+    from erc.config import apply_overrides, parse_assignments
     from erc.heads.registry import resolve_head
     from erc.train.loop import TrainConfig, load_data, train_run
 
-    overrides = dict(s.split("=", 1) for s in args.sets)
+    overrides = parse_assignments(args.sets)
     spec = resolve_head(args.model, args.variant, overrides)
-    given = {k: _value(v) for k, v in (t.split("=", 1) for t in args.train)}
-    base = TrainConfig.for_head(spec.cls, **given, num_threads=args.threads, quiet=True)
+    train_sets = parse_assignments(args.train)  # over the head's train_defaults, typed and checked as --set is
+    base = apply_overrides(TrainConfig.for_head(spec.cls, num_threads=args.threads, quiet=True), train_sets,
+                           what="TrainConfig")
+    given = {k: getattr(base, k) for k in train_sets}
     data = load_data(args.features / f"{args.dataset}.h5", spec, {"text": TEXT[args.dataset][0]}, base)
     devs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
