@@ -63,21 +63,3 @@ def run_erc_here(*args: str, cwd: Path | None = None) -> Result:
         os.chdir(before)
     return Result(code, out.getvalue(), err.getvalue())
 
-
-def invoke_erc(*args: str) -> Result:
-    """``erc ARGS`` in this process (typer's CliRunner, faster than a subprocess); a UserError
-    becomes what :func:`erc.cli.main` prints (one ``erc: error:`` line, exit 2), any other
-    exception its traceback."""
-    import traceback
-
-    from typer.testing import CliRunner
-
-    from erc.cli import app
-    from erc.errors import UserError
-
-    res = CliRunner().invoke(app, list(args))
-    if isinstance(res.exception, UserError):
-        return Result(2, res.output, f"erc: error: {res.exception}\n")
-    if res.exception is not None and not isinstance(res.exception, SystemExit):
-        return Result(1, res.output, "".join(traceback.format_exception(*res.exc_info)))  # type: ignore[misc]
-    return Result(res.exit_code, res.output, "")

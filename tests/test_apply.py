@@ -22,7 +22,7 @@ from erc.extract.run import RunConfig, extract
 from erc.extract.datasets.synth import draw_face, tone, write_mp4
 from erc.features.reader import FeatureCache
 from erc.train.loop import TrainConfig
-from tests.cli_utils import invoke_erc, run_erc
+from tests.cli_utils import run_erc, run_erc_here
 from tests.train_utils import fit, fit_seeds
 
 EMOTIONS = {"joy": 330.0, "sadness": 140.0}
@@ -148,7 +148,7 @@ def test_labelled_manifest_of_test_rows_only_is_predicted_and_scored(trained) ->
     only_test = tmp / "corpus" / "only_test.csv"
     df[df["split"] == "test"].to_csv(only_test, index=False)
     out = tmp / "only_test.csv"
-    res = invoke_erc("predict", "--run", str(tmp / "matav" / "seed0"), "--dataset", "manifest", "--root", str(only_test),
+    res = run_erc_here("predict", "--run", str(tmp / "matav" / "seed0"), "--dataset", "manifest", "--root", str(only_test),
                      "--device", "cpu", "--out", str(out), "--quiet")
     assert res.code == 0, res.err
     assert "test: W-F1" in res.out and "(3 labelled utterances)" in res.out

@@ -10,7 +10,7 @@ from erc.extract.datasets import load_dataset
 from erc.extract.encoders import build_encoder
 from erc.extract.run import RunConfig, extract
 from erc.train.loop import TrainConfig
-from tests.cli_utils import assert_one_line_error, invoke_erc, run_erc
+from tests.cli_utils import assert_one_line_error, run_erc, run_erc_here
 from tests.fixtures_media import build_mini_meld
 from tests.train_utils import fit
 
@@ -33,7 +33,7 @@ def test_media_the_encoders_cannot_read_is_one_error_line_unless_skipped(mel_run
             "--quiet")
     bad = run_erc(*args, cwd=tmp)  # the installed entry point's code path
     assert_one_line_error(bad, "2 utterance(s) have audio media the run's mel encoder cannot read", "--skip-bad-media")
-    res = invoke_erc(*args, "--skip-bad-media")
+    res = run_erc_here(*args, "--skip-bad-media")
     assert res.code == 0, res.err
     assert "note: 2 of 9 utterances have no audio" in res.out  # one clip missing, one corrupt
     df = pd.read_csv(mel_run["run"] / "predictions-meld.csv")
@@ -46,7 +46,7 @@ def test_with_features_the_new_conversations_are_extracted_into_that_cache_first
 
     tmp = mel_run["tmp"]
     cache = tmp / "new.h5"
-    res = invoke_erc("predict", "--run", str(mel_run["run"]), "--dataset", "meld", "--root", str(mel_run["new"]),
+    res = run_erc_here("predict", "--run", str(mel_run["run"]), "--dataset", "meld", "--root", str(mel_run["new"]),
                      "--features", str(cache), "--device", "cpu", "--out", str(tmp / "p.jsonl"), "--quiet",
                      "--skip-bad-media")
     assert res.code == 0, res.err
@@ -57,17 +57,17 @@ def test_with_features_the_new_conversations_are_extracted_into_that_cache_first
 
 def test_a_run_folder_without_best_pt_is_one_error_line(tmp_path) -> None:
     (tmp_path / "r").mkdir()
-    assert_one_line_error(invoke_erc("predict", "--run", str(tmp_path / "r")), "not a finished run")
+    assert_one_line_error(run_erc_here("predict", "--run", str(tmp_path / "r")), "not a finished run")
 
 
 def test_a_manifest_without_text_is_one_error_line(mel_run, tmp_path) -> None:
     m = tmp_path / "new.csv"
     m.write_text("dialogue_id,utterance_id,audio\nd,u0,x.wav\n")
-    res = invoke_erc("predict", "--run", str(mel_run["run"]), "--dataset", "manifest", "--root", str(m), "--device", "cpu")
+    res = run_erc_here("predict", "--run", str(mel_run["run"]), "--dataset", "manifest", "--root", str(m), "--device", "cpu")
     assert_one_line_error(res, "lacks required column(s): text")
 
 
 def test_an_unknown_format_is_one_error_line(mel_run, tmp_path) -> None:
-    res = invoke_erc("predict", "--run", str(mel_run["run"]), "--features", str(mel_run["tmp"] / "meld.h5"),
+    res = run_erc_here("predict", "--run", str(mel_run["run"]), "--features", str(mel_run["tmp"] / "meld.h5"),
                      "--format", "xlsx")
     assert_one_line_error(res, "--format must be csv or jsonl")
