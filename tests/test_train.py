@@ -13,7 +13,8 @@ from erc.errors import UserError
 from erc.train.dialogues import DialogueData
 from erc.features.reader import FeatureCache
 from erc.train.metrics import classification_metrics
-from erc.train.predict import predict_cache
+from erc.apply import Predictor
+from erc.train.predict import write_predictions
 from erc.train.runs import check_compatible, load_run
 from erc.train.loop import TrainConfig, predict
 from tests.train_utils import fit, fit_folds, fit_seeds
@@ -75,6 +76,12 @@ def test_rerun_skips_and_changed_config_retrains(run, cache):
     again = fit(cache, TinyHead, ["text", "audio"], {"hidden": "8"}, "full", TrainConfig(**FAST), run.run_dir)
     assert again.skipped and again.best_epoch == run.best_epoch
     assert (run.run_dir / "done").stat().st_mtime_ns == stamp
+
+
+def predict_cache(run_dir, cache_path, out=None):
+    """Every utterance of a cache predicted by the run, written to ``out`` (what `erc predict --features` does)."""
+    df = Predictor.load(run_dir, device="cpu", load_encoders=False).predict_cache(cache_path)
+    return write_predictions(df, out or run_dir / "predictions-cache.csv")
 
 
 def test_other_cache_is_refused(run, tmp_path):

@@ -249,14 +249,3 @@ def summary_lines(df: pd.DataFrame, labels: list[str]) -> list[str]:
         lines.append(f"predicted labels of {len(df)} unlabelled utterances: " + ", ".join(parts))
     return lines
 
-
-def predict_cache(run_dir: str | Path, cache_path: str | Path, out: str | Path | None = None,
-                  batch_size: int = 64) -> Path:
-    """Write one CSV row per utterance of a cache file, predicted by the run (or the sweep's runs)
-    at ``run_dir``, to ``out`` (default ``<run_dir>/predictions-<dataset>.csv``). UserError when
-    the cache's labels, encoders or dims differ from the run's."""
-    ens = load_ensemble(run_dir)
-    with FeatureCache(cache_path) as fc:
-        df = predict_frame(ens, fc, "cpu", batch_size)
-        name = fc.dataset or Path(cache_path).stem
-    return write_predictions(df, out or Path(run_dir) / f"predictions-{name}.csv")

@@ -100,20 +100,11 @@ def run_members(path: str | Path) -> list[Path]:
         if (sub / "best.pt").exists():
             found.append(sub)
         elif any(c.is_dir() and c.name.startswith("fold") for c in sub.iterdir()):
-            found.extend(m for m in run_members(sub) if (m / "best.pt").exists())
+            found.extend(run_members(sub))
     if not found:
         raise UserError(f"{path} is not a finished run (no config.json / best.pt) nor a sweep folder of finished "
                         "runs (seed0..seedN holding best.pt)")
     return found
-
-
-def unfinished_members(path: str | Path) -> list[str]:
-    """The ``seed<k>`` / ``fold<k>`` folders of a sweep folder that hold no ``best.pt`` yet."""
-    path = Path(path)
-    if (path / "best.pt").exists() or not path.is_dir():
-        return []
-    return sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.startswith(("seed", "fold"))
-                  and not (p / "best.pt").exists() and not any(p.glob("fold*/best.pt")))
 
 
 def check_compatible(run: LoadedRun, fc: FeatureCache) -> None:
