@@ -183,9 +183,10 @@ def extract_group(corpus: Corpus, encoder: Encoder, writer: CacheWriter | None, 
         assert writer is not None
         if not cfg.force and writer.is_current(encoder.modality, encoder.name, chash):
             return None
+        store = writer.journal(encoder.modality, encoder.name)
         with disk_errors(out):
-            writer.journal(encoder.modality, encoder.name).open(chash, plan)
-        return sorted(writer.journal(encoder.modality, encoder.name).finished())
+            store.open(chash, plan)
+        return sorted(store.finished())
 
     finished = ranks.lead(open_journal)
     if finished is None:
@@ -216,8 +217,7 @@ def extract_group(corpus: Corpus, encoder: Encoder, writer: CacheWriter | None, 
         attrs = group_attrs(encoder, chash, corpus, command)
         if run_info:
             attrs["extraction"] = run_info
-        writer.commit(encoder.modality, encoder.name, attrs, cfg.frame_dtype,
-                      rows=part_rows if cfg.shard is not None else None)
+        writer.commit(encoder.modality, encoder.name, attrs, rows=part_rows if cfg.shard is not None else None)
 
     ranks.lead(commit)
     summary.state = "resumed" if done_before else "extracted"

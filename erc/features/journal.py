@@ -51,9 +51,9 @@ class ShardStore:
     def __init__(self, cache_path: Path, modality: str, encoder: str) -> None:
         self.dir = parts_dir(Path(cache_path)) / f"{modality}__{encoder.replace('/', '_')}"
 
-    def open(self, config_hash: str, plan: list[list[int]]) -> int:
+    def open(self, config_hash: str, plan: list[list[int]]) -> None:
         """Start or resume: keep the shards of an earlier run with the same config hash and plan,
-        discard any other. Returns the number of batches already finished. One process opens the
+        discard any other (:meth:`finished` then names the batches kept). One process opens the
         journal; the others of a multi-process run only write into it."""
         meta = {"format": FORMAT, "config_hash": config_hash, "plan": plan}
         plan_file = self.dir / "plan.json"
@@ -71,7 +71,6 @@ class ShardStore:
             write_atomic(plan_file, json.dumps(meta))
         for stale in self.dir.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
-        return len(self.finished())
 
     def finished(self) -> set[int]:
         return {int(p.stem[1:]) for p in self.dir.glob("b*.shard")}

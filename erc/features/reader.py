@@ -203,11 +203,6 @@ class FeatureCache:
             attrs={k: _attr(v) for k, v in g.attrs.items()},
         )
 
-    def dataset_of(self, modality: str, encoder: str, key: str) -> h5py.Dataset | None:
-        """The h5py dataset ``key`` of a group, or None (for checks that read it in pieces)."""
-        g = self._group(modality, encoder)
-        return g[key] if key in g else None
-
     def pooled(self, modality: str, encoder: str) -> np.ndarray:
         """``[N, D]`` float32 pooled vectors (zeros where not present)."""
         g = self._group(modality, encoder)

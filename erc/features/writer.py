@@ -114,8 +114,7 @@ class CacheWriter:
         """The shard journal of one group (open it with the group's config hash and batch plan)."""
         return ShardStore(self.path, modality, encoder)
 
-    def commit(self, modality: str, encoder: str, attrs: dict[str, Any], frame_dtype: str = "float16",
-               rows: np.ndarray | None = None) -> None:
+    def commit(self, modality: str, encoder: str, attrs: dict[str, Any], rows: np.ndarray | None = None) -> None:
         """Write group ``features/<modality>/<encoder>`` from its journal (replacing any old group),
         then drop the journal. ``rows``: the cache rows of a partial cache's group."""
         store = self.journal(modality, encoder)
