@@ -191,6 +191,11 @@ def _check_value(key: str, value: Any, annotation: Any, name: Callable[[str], st
         return
     bare, checks = _constraints(annotation)
     origin = typing.get_origin(bare)
+    if origin is typing.Literal:
+        options = typing.get_args(bare)
+        if value not in options:
+            raise BadValue(key, value, "one of " + ", ".join(map(str, options)), name(key))
+        return
     if origin in (tuple, list) and isinstance(value, (tuple, list)):
         inner = (typing.get_args(bare) or (Any,))[0]
         for item in value:

@@ -407,6 +407,8 @@ def test_config_values_are_checked_on_construction_and_override():
         MaTAVConfig(momentum=1.5)
     with pytest.raises(BadValue, match="deepmsi config tcn_dilations must be >= 1; got 0"):
         apply_overrides(DeepMSIConfig(), {"tcn_dilations": "1,0"}, what="deepmsi config")
+    with pytest.raises(BadValue, match="vsc must be one of tokens, frames, none; got 'tokenz'"):
+        DeepMSIConfig(vsc="tokenz")  # a Literal field built in code, not through --set
     with pytest.raises(BadValue, match="--max-frames must be >= 1; got 0"):
         TrainConfig(max_frames=0)
     with pytest.raises(BadValue, match="train option dev_fraction must be in \\(0, 1\\); got 1.0"):

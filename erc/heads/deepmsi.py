@@ -130,8 +130,6 @@ class DeepMSI(Head):
     def __init__(self, config: DeepMSIConfig, inputs: HeadInputs) -> None:
         super().__init__(config, inputs)
         c = config
-        if c.vsc not in ("tokens", "frames", "none"):
-            raise UserError(f"deepmsi: vsc must be tokens, frames or none; got {c.vsc!r}")
         if "video" not in inputs.frame_dims:
             raise UserError("deepmsi needs video frame features (select the video modality with frames)")
         self.tokens = int(inputs.frame_tokens.get("video", 1))
@@ -174,14 +172,13 @@ class DeepMSI(Head):
             guide = self._guide(None if sem is None else sem[:, None, :], vbar)
             xc, vc = compress(x.reshape(N * T, K, c.dim), vm.reshape(N * T, K), guide.reshape(N * T, c.dim),
                               c.vsc_temperature, c.vsc_threshold, c.fuse_threshold)
-            out = masked_mean(self.vsc_norm(xc), vc).view(N, T, c.dim)
-            return out * valid.unsqueeze(-1).to(out.dtype), valid
-        out = masked_mean(x, vm)  # [N, T, dim]; K = 1: the frames themselves
+            return masked_mean(self.vsc_norm(xc), vc).view(N, T, c.dim), valid  # zeros where a frame kept no token
+        out = masked_mean(x, vm)  # [N, T, dim]; K = 1: the frames themselves (zeros where not valid)
         if c.vsc == "frames":
             guide = self._guide(sem, masked_mean(out, valid))
             out, valid = compress(out, valid, guide, c.vsc_temperature, c.vsc_threshold, c.fuse_threshold)
-            out = self.vsc_norm(out) * valid.unsqueeze(-1).to(out.dtype)
-        return out * valid.unsqueeze(-1).to(out.dtype), valid
+            out = self.vsc_norm(out) * valid.unsqueeze(-1).to(out.dtype)  # LayerNorm of a zero row is not zero
+        return out, valid
 
     def forward(self, batch: DialogueBatch) -> HeadOutput:
         """pooled text/audio ``[B, L, D_m]``, frames video ``[B, L, T*K, F_v]`` -> logits ``[B, L, C]``."""

@@ -130,8 +130,6 @@ class JFM(Head):
     def __init__(self, config: JFMConfig, inputs: HeadInputs) -> None:
         super().__init__(config, inputs)
         c = config
-        if c.fusion not in ("jfm", "late", "cfa", "concat"):
-            raise UserError(f"jfm: fusion must be jfm, late, cfa or concat; got {c.fusion!r}")
         self.sides = [m for m in SIDES if m in inputs.frame_dims]
         if not self.sides:
             raise UserError("jfm needs text token frames and/or audio (mel) frames")

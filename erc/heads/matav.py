@@ -213,7 +213,7 @@ class MaTAV(Head):
         with torch.no_grad():
             k = {m: F.normalize(self.proj_m[m](batch.pooled[m][rows]), dim=-1) for m in self.mods}
         queues = {m: self.queue(m).clone() for m in self.mods}
-        queue_ids = {m: self.queue_ids(m).clone() for m in self.mods}
+        queue_ids = {m: self.queue_ids(m) for m in self.mods}  # read in the forward only (no copy: unlike the keys, not saved for backward)
         ids = batch.index[rows] if batch.index is not None else None  # [N']: cache rows, one per utterance
         loss, n_pairs = mec_loss(q, k, queues, valid, self.config.temperature, ids=ids, queue_ids=queue_ids)
         for m in self.mods:  # enqueue after the loss (MoCo): present, real utterances only
