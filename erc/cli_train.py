@@ -175,7 +175,7 @@ def train_head(
 ) -> None:
     """Train a head on a feature cache: dev-selected test weighted F1, mean ± std over seeds."""
     from erc.heads.registry import resolve_head
-    from erc.train.folds import FoldSpec
+    from erc.train.folds import FoldSpec, check_grouping
     from erc.train.loop import TrainConfig, pick_device
     from erc.train.metrics import summarise
     from erc.train.outputs import check_writable_folder
@@ -192,8 +192,8 @@ def train_head(
     pick_device(cfg.device)
     if n_folds is not None:
         FoldSpec(n_folds, 0, fold_grouping)  # type: ignore[arg-type]  # --folds >= 3, known grouping
-    elif fold_grouping not in ("dialogue", "session"):
-        FoldSpec(3, 0, fold_grouping)  # type: ignore[arg-type]  # a known grouping
+    else:
+        check_grouping(fold_grouping)
     cache, ds_name, mods = resolve_data(dataset, features, modalities, encoders)
     out = check_writable_folder(out or default_run_dir(ds_name, model, variant, mods, overrides), "--out")
     with progress_bar(quiet) as prog:

@@ -56,8 +56,13 @@ class FoldSpec:
             raise UserError(f"--folds must be at least 3 (test, dev and train folds); got {self.n_folds}")
         if not 0 <= self.fold < self.n_folds:
             raise UserError(f"fold {self.fold} is outside 0..{self.n_folds - 1}")
-        if self.grouping not in GROUPINGS:
-            raise UserError(f"fold grouping must be one of {', '.join(GROUPINGS)}; got {self.grouping!r}")
+        check_grouping(self.grouping)
+
+
+def check_grouping(grouping: str) -> None:
+    """UserError unless ``grouping`` is one of :data:`GROUPINGS`."""
+    if grouping not in GROUPINGS:
+        raise UserError(f"--fold-grouping must be one of {', '.join(GROUPINGS)}; got {grouping!r}")
 
 
 def session_of(dialogue_names: list[str] | np.ndarray) -> np.ndarray:

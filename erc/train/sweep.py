@@ -15,7 +15,7 @@ from rich.progress import Progress
 from erc.errors import UserError
 from erc.heads.registry import HeadSpec
 from erc.train.dialogues import DialogueData
-from erc.train.folds import GROUPINGS, LEAK_WARNING, FoldSpec, Grouping, session_of
+from erc.train.folds import LEAK_WARNING, FoldSpec, Grouping, check_grouping, session_of
 from erc.train.loop import RunResult, TrainConfig, load_data, train_run
 from erc.train.metrics import aggregate
 from erc.train.progress import progress_bar
@@ -101,8 +101,7 @@ def run_sweep(cache: str | Path, spec: HeadSpec, modalities: Mapping[str, str | 
     if seeds < 1:
         raise UserError("--seeds must be at least 1")
     out = Path(out_dir)
-    if grouping not in GROUPINGS:
-        raise UserError(f"--fold-grouping must be one of {', '.join(GROUPINGS)}; got {grouping!r}")
+    check_grouping(grouping)
     if folds is None and grouping == "session":
         data = load_data(cache, spec, modalities, train_cfg)
         folds = len(set(session_of(data.dialogue_names).tolist()))
