@@ -11,13 +11,13 @@ import h5py
 import numpy as np
 import pytest
 
-from erc.config import config_hash
 from erc.errors import UserError
 from erc.extract.datasets import load_dataset
 from erc.extract.encoders import build_encoder
 from erc.extract.plan import split_batches
-from erc.extract.run import RunConfig, _encode_batch, _prepare_batch, dialogue_positions, extract, plan_batches
-from erc.features.journal import BatchResult, ShardStore
+from erc.extract.provenance import group_config_hash
+from erc.extract.run import RunConfig, dialogue_positions, extract, plan_batches, run_batches
+from erc.features.journal import ShardStore
 from erc.features.merge import merge_parts
 from erc.features.reader import FeatureCache
 from erc.features.schema import parts_dir
@@ -51,10 +51,8 @@ def test_two_gloo_ranks_under_torchrun_resume_a_dead_rank_and_equal_one_process(
     enc.load("cpu")
     plan = plan_batches(enc, corpus.utterances)
     store = ShardStore(two, "text", "minilm")
-    store.open(config_hash({"encoder": enc.config_dict(), "frame_dtype": "float16"}), plan)
-    for b in (1, 6, 11):
-        rows, items, status = _prepare_batch(enc, dialogue_positions(corpus), plan[b])
-        store.write(b, BatchResult(rows, status, _encode_batch(enc, items, status)))
+    store.open(group_config_hash(enc, "float16"), plan)
+    run_batches(enc, dialogue_positions(corpus), plan, (1, 6, 11), store, RunConfig(device="cpu"), lambda n: None)
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", COLUMNS="200")
     if os.path.exists("/sys/class/net/lo"):
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # the ranks talk over loopback, whatever the hostname resolves to

@@ -57,17 +57,13 @@ def test_resume_reuses_finished_batches_and_matches_a_full_run(tmp_path):
     # Simulate a run killed after two batches: write their shards, then re-run.
     part = tmp_path / "part.h5"
     enc = FakeAudioEncoder(FakeConfig())
-    from erc.config import config_hash
-    from erc.extract.run import _encode_batch, _prepare_batch
-    from erc.features.journal import BatchResult
+    from erc.extract.provenance import group_config_hash
+    from erc.extract.run import run_batches
 
     plan = plan_batches(enc, corpus.utterances)
     store = ShardStore(part, "audio", "fake")
-    store.open(config_hash({"encoder": enc.config_dict(), "frame_dtype": "float16"}), plan)
-    rows_ctx = dialogue_positions(corpus)
-    for b in range(2):
-        rows, items, status = _prepare_batch(enc, rows_ctx, plan[b])
-        store.write(b, BatchResult(rows, status, _encode_batch(enc, items, status)))
+    store.open(group_config_hash(enc, "float16"), plan)
+    run_batches(enc, dialogue_positions(corpus), plan, range(2), store, RunConfig(), lambda n: None)
     [summary] = _run(corpus, part)
     assert summary.resumed_batches == 2 and summary.state == "resumed"
     with h5py.File(full) as a, h5py.File(part) as b:

@@ -7,15 +7,26 @@ are loaded by the caller, once, and reused across calls.
 
 from __future__ import annotations
 
-import collections
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from erc.config import config_hash
 from erc.corpus import Corpus
 from erc.extract.encoders.base import Encoded, Encoder
-from erc.extract.run import ProgressFn, _encode_batch, _prepare_batch, dialogue_positions, plan_batches, utterance_table
+from erc.extract.provenance import group_config_hash, token_attrs
+from erc.extract.run import ProgressFn, RunConfig, dialogue_positions, plan_batches, run_batches, utterance_table
+from erc.features.journal import BatchResult
 from erc.features.memory import MemoryCache, MemoryGroup
+
+
+class _ByRow:
+    """Encoded batches kept in lists by cache row: the in-memory counterpart of a shard journal."""
+
+    def __init__(self, n: int) -> None:
+        self.encoded: list[Encoded | None] = [None] * n
+        self.status = ["missing: not extracted"] * n
+
+    def write(self, batch: int, result: BatchResult, frame_dtype: str = "float16") -> None:
+        for r, e, s in zip(result.rows, result.encoded, result.status):
+            self.encoded[r], self.status[r] = e, s
 
 
 def encode_group(corpus: Corpus, encoder: Encoder, attrs: dict[str, Any], frame_dtype: str = "float16",
@@ -23,33 +34,15 @@ def encode_group(corpus: Corpus, encoder: Encoder, attrs: dict[str, Any], frame_
     """Every utterance of ``corpus`` through the loaded ``encoder``: one :class:`MemoryGroup` whose
     ``status`` is "ok" / "missing: why" / "failed: why" per row, as in a cache file."""
     n = len(corpus.utterances)
-    rows_of = dialogue_positions(corpus)
     plan = plan_batches(encoder, corpus.utterances)
-    encoded: list[Encoded | None] = [None] * n
-    status = ["missing: not extracted"] * n
+    rows = _ByRow(n)
     desc = f"{encoder.modality}/{encoder.name}"
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        queue: collections.deque[Future] = collections.deque()
-        batches = iter(plan)
-        for batch in batches:
-            queue.append(pool.submit(_prepare_batch, encoder, rows_of, batch))
-            if len(queue) >= max(1, prefetch):
-                break
-        while queue:
-            fut = queue.popleft()
-            nxt = next(batches, None)
-            if nxt is not None:
-                queue.append(pool.submit(_prepare_batch, encoder, rows_of, nxt))
-            rows, items, st = fut.result()
-            for r, e, s in zip(rows, _encode_batch(encoder, items, st), st):
-                encoded[r], status[r] = e, s
-            if progress:
-                progress(desc, len(rows), n)
-    chash = config_hash({"encoder": encoder.config_dict(), "frame_dtype": frame_dtype})
-    attrs = {**attrs, "config_hash": chash, "encoder": encoder.name, "modality": encoder.modality}
-    if encoder.frame_tokens > 1:  # frames hold K rows a step (patch tokens per video frame), as in a cache file
-        attrs["frame_tokens"] = encoder.frame_tokens
-    return MemoryGroup.from_encoded(encoded, status, attrs, frame_dtype, dim=_dim(encoder))
+    cfg = RunConfig(workers=workers, prefetch=prefetch, frame_dtype=frame_dtype)
+    run_batches(encoder, dialogue_positions(corpus), plan, range(len(plan)), rows, cfg,
+                lambda k: progress(desc, k, n) if progress else None)
+    attrs = {**attrs, **token_attrs(encoder), "config_hash": group_config_hash(encoder, frame_dtype),
+             "encoder": encoder.name, "modality": encoder.modality}  # as in a cache file
+    return MemoryGroup.from_encoded(rows.encoded, rows.status, attrs, frame_dtype, dim=_dim(encoder))
 
 
 def _dim(encoder: Encoder) -> int | None:

@@ -6,6 +6,7 @@ import datetime as _dt
 import importlib.metadata as md
 from typing import Any
 
+from erc.config import config_hash
 from erc.corpus import Corpus
 from erc.extract.encoders.base import Encoder
 
@@ -23,9 +24,18 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def group_config_hash(encoder: Encoder, frame_dtype: str) -> str:
+    """What decides whether a stored group is current: the encoder's config and the frame dtype."""
+    return config_hash({"encoder": encoder.config_dict(), "frame_dtype": frame_dtype})
+
+
+def token_attrs(encoder: Encoder) -> dict[str, int]:
+    """``frame_tokens`` where an encoder's frames hold K rows a step (patch tokens per video frame)."""
+    return {"frame_tokens": encoder.frame_tokens} if encoder.frame_tokens > 1 else {}
+
+
 def group_attrs(encoder: Encoder, chash: str, corpus: Corpus, command: str) -> dict[str, Any]:
-    tokens = {"frame_tokens": encoder.frame_tokens} if encoder.frame_tokens > 1 else {}  # only where frames hold tokens
-    return {**tokens,
+    return {**token_attrs(encoder),
         "encoder_class": type(encoder).__name__,
         "config": encoder.config_dict(),
         "config_hash": chash,

@@ -13,17 +13,16 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from erc.config import config_hash
 from erc.corpus import Corpus, Utterance
 from erc.errors import MediaError, MediaMissing
 from erc.extract.dist import Ranks, device_name, from_env, rank_device
 from erc.extract.encoders.base import Encoded, Encoder
 from erc.extract.plan import dialogue_positions, plan_batches, plan_with_costs, split_batches
-from erc.extract.provenance import group_attrs
+from erc.extract.provenance import group_attrs, group_config_hash
 from erc.features.faults import disk_errors
 from erc.features.journal import BatchResult, ShardStore
 from erc.features.reader import FeatureCache
@@ -136,12 +135,18 @@ def _encode_batch(encoder: Encoder, items: list[Any], status: list[str]) -> list
     return out
 
 
-def _run_batches(encoder: Encoder, corpus_rows: list[tuple[list[Utterance], int]], plan: list[list[int]],
-                 batches: Sequence[int], store: ShardStore, cfg: RunConfig,
-                 done: Callable[[int], None]) -> None:
+class BatchSink(Protocol):
+    """Where encoded batches go: a :class:`~erc.features.journal.ShardStore` (shards on disk) or,
+    for extraction in memory, lists by cache row."""
+
+    def write(self, batch: int, result: BatchResult, frame_dtype: str = "float16") -> None: ...
+
+
+def run_batches(encoder: Encoder, corpus_rows: list[tuple[list[Utterance], int]], plan: list[list[int]],
+                batches: Sequence[int], store: BatchSink, cfg: RunConfig, done: Callable[[int], None]) -> None:
     """Encode ``batches`` of ``plan`` into ``store``: worker threads decode up to ``cfg.prefetch``
-    batches ahead, the encoder runs here, and one thread writes shards behind it (at most two
-    batches wait for their write, so memory stays bounded by the batch)."""
+    batches ahead, the encoder runs here, and one thread writes behind it (at most two batches
+    wait for their write, so memory stays bounded by the batch)."""
     with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool, ThreadPoolExecutor(max_workers=1) as io:
         queue: collections.deque[tuple[int, Future]] = collections.deque()
         writes: collections.deque[tuple[int, Future]] = collections.deque()
@@ -173,7 +178,7 @@ def extract_group(corpus: Corpus, encoder: Encoder, writer: CacheWriter | None, 
     out = Path(out if out is not None else writer.path)  # type: ignore[union-attr]
     t0 = time.perf_counter()
     summary = GroupSummary(encoder.modality, encoder.name, len(corpus.utterances))
-    chash = config_hash({"encoder": encoder.config_dict(), "frame_dtype": cfg.frame_dtype})
+    chash = group_config_hash(encoder, cfg.frame_dtype)
     plan, costs = plan_with_costs(encoder, corpus.utterances)
     part = list(range(len(plan))) if cfg.shard is None else split_batches(costs, cfg.shard[1])[cfg.shard[0] - 1]
     part_rows = np.sort(np.asarray([r for b in part for r in plan[b]], dtype=np.int64))
@@ -208,7 +213,7 @@ def extract_group(corpus: Corpus, encoder: Encoder, writer: CacheWriter | None, 
         summary.load_seconds = time.perf_counter() - t_load
         store = ShardStore(out, encoder.modality, encoder.name)
         with disk_errors(out):
-            _run_batches(encoder, dialogue_positions(corpus), plan, mine, store, cfg,
+            run_batches(encoder, dialogue_positions(corpus), plan, mine, store, cfg,
                          lambda n: progress(desc, n, len(part_rows)) if progress else None)
     ranks.barrier()
 
