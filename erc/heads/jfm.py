@@ -251,7 +251,7 @@ class JFM(Head):
         """mel frames ``[N, T, B]`` -> F_m ``[N, 1 + P, w_a]`` ([CLS] first), validity."""
         p, v, t_idx = self.patches(x, valid)
         nf = self.freq_embed.shape[0]
-        pos = sinusoidal_positions(int(t_idx.max()) + 1, self.width["audio"], x.device)[t_idx]
+        pos = sinusoidal_positions(p.shape[1] // nf, self.width["audio"], x.device)[t_idx]  # no device sync for the count
         h = self.patch_embed(p) + pos + self.freq_embed.repeat(p.shape[1] // nf, 1)
         h = torch.cat([self.audio_cls.expand(x.shape[0], -1, -1), h], dim=1)
         return h, torch.cat([v.new_ones(x.shape[0], 1), v], dim=1)

@@ -25,6 +25,7 @@ from erc.config import apply_overrides
 from erc.errors import UserError
 from erc.corpus import Corpus, Utterance
 from erc.extract.datasets.checks import check_row_values, check_span, decode_utf8, seconds_value, turn_value
+from erc.extract.datasets.iemocap import CODES4, CODES6
 from erc.extract.datasets.iemocap import LABELS4 as IEMOCAP4_LABELS
 from erc.extract.datasets.iemocap import LABELS6 as IEMOCAP_LABELS
 from erc.extract.datasets.meld import MELD_LABELS
@@ -44,7 +45,8 @@ class ManifestOptions:
     label_map: str = ""
 
 
-LABEL_MAPS = {"iemocap4": "excited:happiness,frustration:"}  # named label maps
+# named label maps; "iemocap4": the IEMOCAP reader's four classes from its six (excited:happiness,frustration:)
+LABEL_MAPS = {"iemocap4": ",".join(f"{CODES6[c]}:{CODES4.get(c, '')}" for c in CODES6 if CODES4.get(c) != CODES6[c])}
 
 
 def _read_csv(path: Path) -> list[dict[str, object]]:
