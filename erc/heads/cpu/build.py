@@ -35,10 +35,9 @@ import torch
 
 KERNEL_DIR = Path(__file__).with_name("kernels")
 SWITCH = "ERC_CPU_KERNELS"
-BASE_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-shared", "-fPIC"]
+BASE_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC"]  # compile flags; the link step adds -shared
 DTYPE_NAMES = {torch.float32: "f32", torch.bfloat16: "bf16"}  # the attention kernel's suffixes for these dtypes
 
-LINK_RECIPE = "compile -c, then link -shared without the compile flags"  # part of the cache key
 # generous: a build that times out falls back to PyTorch (other rounding), and a loaded machine
 # can take minutes for what takes seconds when quiet
 BUILD_TIMEOUT_S = 900
@@ -111,7 +110,7 @@ def build(name: str, flags: list[str]) -> ctypes.CDLL:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S).stdout
     headers = b"".join(h.read_bytes() for h in sorted(KERNEL_DIR.glob("*.h")))  # included by the sources
     key = hashlib.sha256(source.read_bytes() + headers + " ".join(flags).encode() + version.encode()
-                         + _cpu_key().encode() + LINK_RECIPE.encode()).hexdigest()[:16]
+                         + _cpu_key().encode()).hexdigest()[:16]
     out_dir = cache_dir()
     lib_path = out_dir / f"{name}-{key}.so"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,12 +141,11 @@ def _compile(cc: str, source: Path, flags: list[str], out_dir: Path, lib_path: P
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
     obj = tmp[:-3] + ".o"
-    compile_flags = [f for f in flags if f != "-shared"]
     try:
         # compile and link apart: the link step never sees -ffast-math, so gcc (before 13) does not
         # add crtfastmath.o, whose constructor would set flush-to-zero / denormals-are-zero in
         # the loading thread and change every later float operation of the process
-        for cmd in ([cc, *compile_flags, f"-I{KERNEL_DIR}", "-c", str(source), "-o", obj],
+        for cmd in ([cc, *flags, f"-I{KERNEL_DIR}", "-c", str(source), "-o", obj],
                     [cc, "-shared", obj, "-o", tmp, "-lm"]):
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
             if res.returncode != 0:
