@@ -51,7 +51,7 @@ def extract(csv: Path, classes: str, cache: Path, threads: int) -> float:
 def _sweep(job: tuple) -> tuple[str, str, str, dict]:
     """One (class set, protocol, head) sweep in a worker process; finished runs are reused."""
     from erc.heads.registry import resolve_head
-    from erc.train.loop import TrainConfig
+    from erc.train.config import TrainConfig
     from erc.train.sweep import run_sweep
 
     classes, protocol, label, cache, runs, seeds, threads = job

@@ -43,7 +43,8 @@ def main() -> None:
 
     from erc.config import apply_overrides, parse_assignments
     from erc.heads.registry import resolve_head
-    from erc.train.loop import TrainConfig, load_data, train_run
+    from erc.train.config import TrainConfig
+    from erc.train.loop import load_data, train_run
 
     overrides = parse_assignments(args.sets)
     spec = resolve_head(args.model, args.variant, overrides)

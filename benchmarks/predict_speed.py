@@ -41,11 +41,12 @@ from erc.apply import Predictor, read_conversations  # noqa: E402
 from erc.extract.datasets import load_dataset  # noqa: E402
 from erc.extract.datasets.synth import draw_face, tone, write_mp4  # noqa: E402
 from erc.extract.encoders import build_encoder  # noqa: E402
-from erc.extract.memory import encode_group, extract_in_memory  # noqa: E402
+from erc.extract.in_memory import encode_group, extract_in_memory  # noqa: E402
 from erc.extract.run import RunConfig, extract  # noqa: E402
 from erc.heads.registry import resolve_head  # noqa: E402
-from erc.train.loop import TrainConfig, load_data, train_run  # noqa: E402
-from erc.train.predict import predict_frame  # noqa: E402
+from erc.train.config import TrainConfig  # noqa: E402
+from erc.train.loop import load_data, train_run  # noqa: E402
+from erc.train.ensemble import ensemble_frame  # noqa: E402
 
 EMOTIONS = {"neutral": 200.0, "joy": 330.0, "sadness": 140.0, "anger": 260.0, "surprise": 440.0}
 TEXTS = ["I read the report today", "I love this", "this is so sad", "how dare you", "wait, what",
@@ -140,7 +141,7 @@ def main() -> None:
         cache = extract_in_memory(corpus, predictor.encoders, {m: g.get("attrs", {}) for m, g in predictor.ensemble.groups.items()},
                                   workers=args.workers)
         t = time.perf_counter()
-        predict_frame(predictor.ensemble, cache, predictor.device)
+        ensemble_frame(predictor.ensemble, cache, predictor.device)
         parts["head/matav"] = time.perf_counter() - t
 
     median = statistics.median(times)

@@ -79,7 +79,8 @@ def extract(dataset: str, data: Path, cache: Path, threads: int) -> float:
 def _run_one(job: tuple) -> None:
     """One seed of one head (in a worker process; finished runs are skipped by config hash)."""
     from erc.heads.registry import resolve_head
-    from erc.train.loop import TrainConfig, load_data, train_run
+    from erc.train.config import TrainConfig
+    from erc.train.loop import load_data, train_run
 
     dataset, cache, label, seed, runs, threads, precision = job
     _, head, variant, overrides, opts, _ = next(h for h in HEADS if h[0] == label)
@@ -99,7 +100,8 @@ def train(caches: dict[str, Path], runs: Path, seeds: int, threads: int, heads: 
     threads each), longest first; then each head's seeds are summarised. Returns
     dataset -> label -> summary (test / dev aggregates, CPU-seconds of its runs)."""
     from erc.heads.registry import resolve_head
-    from erc.train.loop import TrainConfig, load_data
+    from erc.train.config import TrainConfig
+    from erc.train.loop import load_data
     from erc.train.sweep import train_seeds
 
     todo = [(ds, cache, h[0], seed, runs, threads, precision) for ds, cache in caches.items() for h in HEADS
@@ -122,7 +124,7 @@ def train(caches: dict[str, Path], runs: Path, seeds: int, threads: int, heads: 
             res = train_seeds(data, spec, cfg, runs / ds / label, list(range(seeds)))
             seconds = sum(_run_seconds(r.run_dir) for r in res.runs)
             out[ds][label] = {"test": res.summary["test"], "dev": res.summary["dev"],
-                              "train": {k: v for k, v in vars(cfg).items() if k in opts or k in getattr(spec.cls, "train_defaults", {})}
+                              "train": {k: v for k, v in vars(cfg).items() if k in opts or k in spec.cls.train_defaults}
                               | {"head": head, "variant": variant},
                               "overrides": overrides, "train_seconds": round(seconds, 1), "best_epochs": res.summary["best_epochs"]}
             t = res.summary["test"]

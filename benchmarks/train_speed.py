@@ -63,7 +63,9 @@ from erc.heads import cpu  # noqa: E402
 from erc.heads.base import DialogueBatch  # noqa: E402
 from erc.heads.registry import resolve_head  # noqa: E402
 from erc.train.dialogues import DialogueData  # noqa: E402
-from erc.train.loop import TrainConfig, load_data, predict, seed_everything, train_epoch  # noqa: E402
+from erc.train.config import TrainConfig  # noqa: E402
+from erc.train.inference import split_probs  # noqa: E402
+from erc.train.loop import load_data, seed_everything, train_epoch  # noqa: E402
 from tests.synth_cache import write_synthetic_cache  # noqa: E402
 
 N_UTT, N_DLG, N_CLASSES = 7433, 151, 6
@@ -147,7 +149,7 @@ class HeadBench:
         t0 = time.perf_counter()
         self.data = load_data(cache, spec, list(DIMS))
         self.load_s = time.perf_counter() - t0
-        defaults = dict(getattr(spec.cls, "train_defaults", None) or {})
+        defaults = dict(spec.cls.train_defaults)
         self.cfg = TrainConfig(batch_size=batch_size or defaults.get("batch_size", TrainConfig.batch_size),
                                lr=defaults.get("lr", TrainConfig.lr),
                                weight_decay=defaults.get("weight_decay", TrainConfig.weight_decay),
@@ -170,7 +172,7 @@ class HeadBench:
             dt, dc = time.perf_counter() - t, time.process_time() - c
             loading = timer.seconds
         t = time.perf_counter()
-        predict(self.head, self.data, "dev", self.device, self.cfg.eval_batch_size)
+        split_probs(self.head, self.data, "dev", self.device, self.cfg.eval_batch_size)
         dv = time.perf_counter() - t
         n = len(self.warm_s) + len(self.epoch_s) + 1
         print(f"  {self.key:18s} {'warm-up' if warmup else 'epoch'} {n}: train {dt:7.2f} s (cpu {dc:6.2f} s)"

@@ -54,9 +54,11 @@ def extract(
     from erc.extract.datasets import DATASETS, load_dataset
     from erc.extract.encoders import build_encoder
     from erc.extract.preflight import preflight
-    from erc.extract.run import RunConfig, resolve_device
+    from erc.device import resolve_device
+    from erc.extract.run import RunConfig
     from erc.extract.summary import print_summary, run_with_progress
     from erc.features.schema import default_cache_path
+    from erc.train.outputs import refuse_inputs
 
     console = Console(stderr=True)
     if dataset not in DATASETS:
@@ -72,6 +74,8 @@ def extract(
     part = parse_shard(shard)
     warnings = preflight(corpus, [e.modality for e in encoders], strict, allow_missing_media)
     out = out or shard_cache_path(default_cache_path(dataset), part)
+    if root is not None:
+        refuse_inputs(out, [Path(root)], "--out")  # e.g. --out my_corpus.csv: the manifest would be overwritten
     command = "erc extract " + shlex.join(_canonical_args(dataset, root, text, audio, video, set_, out))
     leader = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 speaks
     if leader:

@@ -17,11 +17,11 @@ import pytest
 from erc.apply import Predictor
 from erc.extract.datasets import load_dataset
 from erc.extract.encoders import build_encoder
-from erc.extract.memory import extract_in_memory
+from erc.extract.in_memory import extract_in_memory
 from erc.extract.run import RunConfig, extract
 from erc.extract.datasets.synth import draw_face, tone, write_mp4
 from erc.features.reader import FeatureCache
-from erc.train.loop import TrainConfig
+from erc.train.config import TrainConfig
 from tests.cli_utils import run_erc, run_erc_here
 from tests.train_utils import fit, fit_seeds
 

@@ -11,7 +11,7 @@ import torch
 from erc.heads import cpu
 from erc.heads.cpu import attention as cattention
 from erc.heads.cpu import build as ckernels
-from erc.heads.cpu import scan as cscan
+from erc.heads.cpu import scan_kernel as cscan
 
 
 def test_a_build_is_cached_by_its_key(tmp_path, monkeypatch) -> None:
@@ -67,7 +67,7 @@ def test_loading_a_kernel_leaves_denormal_floats_alone(tmp_path) -> None:
     import subprocess
     import sys
 
-    code = ("import torch\nfrom erc.heads.cpu import scan\nx = torch.tensor([1e-40])\nbefore = (x * 2).item()\n"
+    code = ("import torch\nfrom erc.heads.cpu import scan_kernel as scan\nx = torch.tensor([1e-40])\nbefore = (x * 2).item()\n"
             "assert scan.available()\nprint(before, (x * 2).item())")
     env = {**__import__("os").environ, "ERC_CACHE_DIR": str(tmp_path), "ERC_CPU_KERNELS": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=True)

@@ -60,7 +60,7 @@ def test_fp16_text_extraction_on_cuda_matches_fp32_on_cpu(monkeypatch: pytest.Mo
 
 
 def test_matav_trains_on_cuda_and_records_its_mamba_backend(tmp_path) -> None:
-    from erc.train.loop import TrainConfig
+    from erc.train.config import TrainConfig
     from tests.train_utils import fit
     from tests.synth_cache import write_synthetic_cache
 

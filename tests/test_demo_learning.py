@@ -11,7 +11,7 @@ from erc.extract.datasets import load_dataset
 from erc.extract.encoders import build_encoder
 from erc.extract.run import RunConfig, extract
 from erc.train.dialogues import DialogueData
-from erc.train.loop import TrainConfig
+from erc.train.config import TrainConfig
 from tests.train_utils import fit
 
 SMALL = {

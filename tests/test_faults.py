@@ -364,7 +364,8 @@ class _NaNAfter:
 def test_train_run_stops_at_the_first_non_finite_step_and_writes_failed(cache, tmp_path, monkeypatch, grad, what):
     from erc.heads.registry import resolve_head
     from erc.train.finite import Diverged
-    from erc.train.loop import TrainConfig, load_data, train_run
+    from erc.train.config import TrainConfig
+    from erc.train.loop import load_data, train_run
     from tests.synth_cache import TinyHead
 
     spec = resolve_head(TinyHead)
@@ -399,7 +400,7 @@ def test_config_values_are_checked_on_construction_and_override():
     from erc.config import BadValue, apply_overrides
     from erc.heads.deepmsi import DeepMSIConfig
     from erc.heads.matav import MaTAVConfig
-    from erc.train.loop import TrainConfig
+    from erc.train.config import TrainConfig
 
     with pytest.raises(BadValue, match="dim must be >= 1; got 0"):
         MaTAVConfig(dim=0)

@@ -85,7 +85,7 @@ def test_registry_errors() -> None:
 
 
 def test_matav_mamba_backend_on_cpu_names_the_scan(monkeypatch: pytest.MonkeyPatch) -> None:
-    from erc.heads.cpu import scan as cscan
+    from erc.heads.cpu import scan_kernel as cscan
 
     head, batch = make("matav")
     head(batch)

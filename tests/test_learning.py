@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from erc.train.loop import TrainConfig
+from erc.train.config import TrainConfig
 from tests.train_utils import fit
 from tests.synth_cache import write_synthetic_cache
 

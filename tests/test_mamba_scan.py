@@ -1,6 +1,6 @@
 """The fast PyTorch Mamba path (packed real positions + hand-written scan backward) computes what
 transformers' ``MambaMixer.slow_forward`` computes: outputs and gradients, with and without
-padding; the C scan kernel (erc.heads.cpu.scan) computes what the PyTorch scan computes.
+padding; the C scan kernel (erc.heads.cpu.scan_kernel) computes what the PyTorch scan computes.
 
 The tests run in float64; transformers' slow path casts B, C, A and the inputs of the scan to
 float32 internally, so agreement is to float32 rounding of those terms (relative ~1e-8)."""
@@ -155,8 +155,8 @@ def test_packed_causal_conv_gradcheck():
 
 @pytest.fixture
 def c_scan(monkeypatch):
-    """The C kernel (erc.heads.cpu.scan) on; the test is skipped where it cannot be built."""
-    from erc.heads.cpu import scan as cscan
+    """The C kernel (erc.heads.cpu.scan_kernel) on; the test is skipped where it cannot be built."""
+    from erc.heads.cpu import scan_kernel as cscan
 
     monkeypatch.setenv("ERC_CPU_KERNELS", "scan")
     if not cscan.available():

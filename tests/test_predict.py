@@ -9,7 +9,7 @@ import pytest
 from erc.extract.datasets import load_dataset
 from erc.extract.encoders import build_encoder
 from erc.extract.run import RunConfig, extract
-from erc.train.loop import TrainConfig
+from erc.train.config import TrainConfig
 from tests.cli_utils import assert_one_line_error, run_erc, run_erc_here
 from tests.fixtures_media import build_mini_meld
 from tests.train_utils import fit
@@ -71,3 +71,21 @@ def test_an_unknown_format_is_one_error_line(mel_run, tmp_path) -> None:
     res = run_erc_here("predict", "--run", str(mel_run["run"]), "--features", str(mel_run["tmp"] / "meld.h5"),
                      "--format", "xlsx")
     assert_one_line_error(res, "--format must be csv or jsonl")
+
+
+def test_a_runs_predictions_csv_and_erc_predicts_csv_share_columns_and_probabilities(mel_run) -> None:
+    tmp = mel_run["tmp"]
+    out = tmp / "from-cache.csv"
+    res = run_erc_here("predict", "--run", str(mel_run["run"]), "--features", str(tmp / "meld.h5"), "--device", "cpu",
+                       "--out", str(out))
+    assert res.code == 0, res.err
+    trained = pd.read_csv(mel_run["run"] / "predictions.csv")
+    predicted = pd.read_csv(out)
+    assert list(trained.columns) == list(predicted.columns)
+    assert list(trained.columns[:7]) == ["utterance_id", "dialogue_id", "turn", "speaker", "label", "split", "pred"]
+    both = trained.merge(predicted, on="utterance_id", suffixes=("_run", "_predict"))
+    assert len(both) == len(trained)  # every dev / test row of the run is predicted
+    probs = [c for c in trained.columns if c.startswith("p_")]
+    for c in probs:  # one inference path: the same probabilities (up to the CSV's 6 digits)
+        assert (both[f"{c}_run"] - both[f"{c}_predict"]).abs().max() <= 2e-6
+    assert (both["pred_run"] == both["pred_predict"]).all()

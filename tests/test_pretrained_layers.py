@@ -95,7 +95,7 @@ def test_missing_models_warn_for_the_visual_side_and_refuse_the_text_side(tmp_pa
 def test_a_run_records_the_resolved_layers_and_the_warning(tmp_path) -> None:
     cache = write_synthetic_cache(tmp_path / "c.h5", n_dialogues=6, lengths=(2, 3), dims={"text": 4, "audio": 4},
                                   frames={"text": 8, "audio": 16})
-    from erc.train.loop import TrainConfig
+    from erc.train.config import TrainConfig
 
     cfg = TrainConfig(epochs=1, batch_size=4, device="cpu", num_threads=1, quiet=True)
     with pytest.warns(UserWarning, match="not on disk"):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from erc.errors import UserError
 from erc.train.report import ablation_table, write_report
-from erc.train.loop import TrainConfig
+from erc.train.config import TrainConfig
 from tests.train_utils import fit_seeds
 from tests.synth_cache import TinyHead, write_synthetic_cache
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from erc.train.predict import gather_representation, capture_representation
+from erc.train.inference import capture_representation, gather_representation
 from tests.test_heads_shapes import CASES, make
 
 

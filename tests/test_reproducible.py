@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = """
 import sys
 from pathlib import Path
-from erc.train.loop import TrainConfig
+from erc.train.config import TrainConfig
 from tests.train_utils import fit
 
 cache, out, threads = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])

@@ -14,9 +14,10 @@ from erc.train.dialogues import DialogueData
 from erc.features.reader import FeatureCache
 from erc.train.metrics import classification_metrics
 from erc.apply import Predictor
-from erc.train.predict import write_predictions
-from erc.train.runs import check_compatible, load_run
-from erc.train.loop import TrainConfig, predict
+from erc.train.predictions import write_predictions
+from erc.train.trained import check_compatible, load_run
+from erc.train.config import TrainConfig
+from erc.train.inference import split_probs
 from tests.train_utils import fit, fit_folds, fit_seeds
 from tests.synth_cache import TinyHead, write_synthetic_cache
 
@@ -65,9 +66,9 @@ def test_test_is_scored_at_the_best_dev_epoch(run, cache):
     # reloading best.pt reproduces the reported test score
     loaded = load_run(run.run_dir)
     data = DialogueData(cache, loaded.encoders)
-    rows, probs = predict(loaded.head, data, "test", torch.device("cpu"))
-    y = data.y.numpy()[rows]
-    again = classification_metrics(y[y >= 0], probs[y >= 0].argmax(1), data.labels)
+    got = split_probs(loaded.head, data, "test", torch.device("cpu"))
+    y = data.y.numpy()[got.rows]
+    again = classification_metrics(y[y >= 0], got.probs[y >= 0].argmax(1), data.labels)
     assert again["weighted_f1"] == pytest.approx(m["test"]["weighted_f1"])
 
 
@@ -137,7 +138,7 @@ def test_deterministic_runs_repeat(cache, tmp_path):
 
 
 def test_bf16_training_precision_runs_and_scores(tmp_path):
-    from erc.train.loop import TrainConfig
+    from erc.train.config import TrainConfig
     from tests.train_utils import fit
     from tests.synth_cache import write_synthetic_cache
 

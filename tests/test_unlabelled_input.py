@@ -12,7 +12,7 @@ from erc.apply.conversations import read_conversations
 from erc.errors import UserError
 from erc.extract.datasets.manifest import load_manifest
 from erc.train.dialogues import DialogueData
-from erc.train.runs import run_members
+from erc.train.trained import run_members
 from tests.synth_cache import write_synthetic_cache
 
 LABELS = ["joy", "anger"]

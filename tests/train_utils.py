@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from erc.heads.registry import resolve_head
-from erc.train.loop import RunResult, TrainConfig, load_data, train_run
+from erc.train.config import TrainConfig
+from erc.train.loop import RunResult, load_data, train_run
 from erc.train.sweep import SweepResult, cross_validate, train_seeds
 
 

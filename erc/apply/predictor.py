@@ -23,14 +23,15 @@ import pandas as pd
 
 from erc.apply.conversations import Conversations, read_conversations
 from erc.corpus import Corpus
+from erc.device import is_cuda, resolve_device
 from erc.errors import UserError
 from erc.extract.encoders import encoder_from_attrs
 from erc.extract.encoders.base import Encoder
-from erc.extract.memory import extract_in_memory
-from erc.extract.run import ProgressFn, RunConfig, extract, resolve_device
-from erc.features.memory import MemoryCache
+from erc.extract.in_memory import extract_in_memory
+from erc.extract.run import ProgressFn, RunConfig, extract
 from erc.features.reader import FeatureCache
-from erc.train.predict import Ensemble, load_ensemble, predict_frame
+from erc.features.source import FeatureSource
+from erc.train.ensemble import Ensemble, ensemble_frame, load_ensemble
 from erc.train.progress import progress_bar
 
 BadMedia = Literal["error", "absent"]
@@ -38,7 +39,7 @@ BadMedia = Literal["error", "absent"]
 
 class Predictor:
     """A run's head(s) and encoders, loaded once. ``device``: "auto" (CUDA when there is one),
-    "cpu" or "cuda"; encoders run in fp16 on CUDA, as in ``erc extract``."""
+    "cpu", "cuda" or "cuda:N" (:mod:`erc.device`); encoders run in fp16 on CUDA, as in ``erc extract``."""
 
     def __init__(self, ensemble: Ensemble, device: str = "auto", workers: int = 2) -> None:
         self.ensemble = ensemble
@@ -84,7 +85,7 @@ class Predictor:
             for modality in self.ensemble.encoders:
                 enc = encoder_from_attrs(modality, self.ensemble.groups.get(modality, {}).get("attrs", {}))
                 enc.check()
-                enc.load(self.device, fp16=self.device == "cuda")
+                enc.load(self.device, fp16=is_cuda(self.device))
                 encs.append(enc)
             self._encoders = encs
             self.encoder_load_seconds = time.perf_counter() - t0
@@ -141,15 +142,15 @@ class Predictor:
             cfg = RunConfig(device=self.device, workers=self.workers, frame_dtype=dtypes.get(enc.modality, "float16"))
             extract(corpus, [enc], cache_path, cfg, f"erc predict --run {self.run_dirs[0]}", progress)
 
-    def _frame(self, cache: FeatureCache | MemoryCache, embeddings: bool) -> pd.DataFrame:
-        df = predict_frame(self.ensemble, cache, self.device, embeddings=embeddings)
+    def _frame(self, cache: FeatureSource, embeddings: bool) -> pd.DataFrame:
+        df = ensemble_frame(self.ensemble, cache, self.device, embeddings=embeddings)
         if not (df["label"] != "").any():
             df = df.drop(columns=["label", "split"])
         df.attrs["runs"] = [str(d) for d in self.run_dirs]
         return df
 
 
-def _check_media(cache: FeatureCache | MemoryCache, encoders: dict[str, str], on_bad_media: BadMedia) -> dict[str, int]:
+def _check_media(cache: FeatureSource, encoders: dict[str, str], on_bad_media: BadMedia) -> dict[str, int]:
     """Per modality, how many utterances the head gets without it; UserError on files that are
     given but not found or not readable, unless ``on_bad_media == "absent"``."""
     if on_bad_media not in ("error", "absent"):

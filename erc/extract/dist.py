@@ -108,10 +108,13 @@ def from_env() -> Ranks:
 
 
 def rank_device(ranks: Ranks, device: str) -> str:
-    """``device`` ("cpu" or "cuda", resolved) for this rank: on CUDA, GPU ``LOCAL_RANK`` becomes
-    the current device, so that "cuda" means this rank's GPU."""
-    if device != "cuda" or ranks.world == 1:
+    """``device`` (resolved by :func:`erc.device.resolve_device`) for this rank: under torchrun on
+    CUDA, GPU ``LOCAL_RANK`` becomes the current device, so that "cuda" means this rank's GPU (a
+    fixed ``cuda:N`` would put every rank on one GPU: refused)."""
+    if not device.startswith("cuda") or ranks.world == 1:
         return device
+    if device != "cuda":
+        raise UserError(f"--device {device} under torchrun: each rank takes GPU LOCAL_RANK; use --device cuda")
     import torch
 
     count = torch.cuda.device_count()
@@ -124,9 +127,9 @@ def rank_device(ranks: Ranks, device: str) -> str:
 
 def device_name(device: str) -> str:
     """What a rank runs on, for the cache's provenance (``cpu``, ``cuda:1 NVIDIA ...``)."""
-    if device != "cuda":
+    if not device.startswith("cuda"):
         return "cpu"
     import torch
 
-    i = torch.cuda.current_device()
+    i = torch.device(device).index if device != "cuda" else torch.cuda.current_device()
     return f"cuda:{i} {torch.cuda.get_device_name(i)}"

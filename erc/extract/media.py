@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import av
 import numpy as np
@@ -33,6 +33,19 @@ def _check_path(path: str | os.PathLike | None, kind: str) -> str:
 def _fail(path: str, reason: object) -> MediaError:
     text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
     return MediaError(f"cannot decode {path}: {text}")
+
+
+T = TypeVar("T")
+
+
+def _decoded(path: str, decode: Callable[[], T]) -> T:
+    """``decode()``, with any failure other than a :class:`MediaError` turned into one naming ``path``."""
+    try:
+        return decode()
+    except MediaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a decoder's own error, named once
+        raise _fail(path, exc) from exc
 
 
 def _check_segment(start: float | None, end: float | None) -> tuple[float, float | None]:
@@ -60,12 +73,7 @@ def load_audio(path: str | os.PathLike | None, start: float | None = None, end: 
         except Exception:  # noqa: BLE001 - e.g. a codec libsndfile lacks: let PyAV try
             wav = None
     if wav is None:
-        try:
-            wav = _audio_av(path, s, e, sr)
-        except MediaError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise _fail(path, exc) from exc
+        wav = _decoded(path, lambda: _audio_av(path, s, e, sr))
     if wav.size == 0:
         raise MediaError(f"cannot decode {path}: empty audio segment [{start}, {end}]")
     return np.ascontiguousarray(wav, dtype=np.float32)
@@ -137,12 +145,7 @@ def load_video_frames(path: str | os.PathLike | None, n: int, start: float | Non
     s, e = _check_segment(start, end)
     if n < 1:
         raise ValueError("n must be >= 1")
-    try:
-        frames = _video_av(path, n, s, e)
-    except MediaError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise _fail(path, exc) from exc
+    frames = _decoded(path, lambda: _video_av(path, n, s, e))
     if not frames:
         raise MediaError(f"cannot decode {path}: no video frames in segment [{start}, {end}]")
     out = np.stack(frames)

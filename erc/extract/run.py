@@ -18,6 +18,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from erc.corpus import Corpus, Utterance
+from erc.device import is_cuda, resolve_device
 from erc.errors import MediaError, MediaMissing
 from erc.extract.dist import Ranks, device_name, from_env, rank_device
 from erc.extract.encoders.base import Encoded, Encoder
@@ -29,15 +30,16 @@ from erc.features.reader import FeatureCache
 from erc.features.schema import UTTERANCE_COLUMNS, UtteranceTable
 from erc.features.writer import CacheWriter
 
-__all__ = ["RunConfig", "GroupSummary", "extract", "extract_group", "plan_batches", "dialogue_positions",
-           "utterance_table", "resolve_device"]
+__all__ = ["RunConfig", "GroupSummary", "GroupPlan", "extract", "extract_group", "extract_group_ranks", "plan_batches",
+           "dialogue_positions", "utterance_table"]
 
 
 @dataclass
 class RunConfig:
     """How to run an extraction (not what to extract).
 
-    device: "auto" (cuda when available), "cpu" or "cuda"; fp16 is used on cuda.
+    device: "auto" (cuda when available), "cpu", "cuda" or "cuda:N" (:mod:`erc.device`); fp16 is
+        used on CUDA.
     workers: threads that decode media ahead of the encoder.
     prefetch: batches decoded ahead.
     frame_dtype: on-disk dtype of frame sequences.
@@ -73,20 +75,6 @@ class GroupSummary:
 
 ProgressFn = Callable[[str, int, int], None]
 """progress(description, advance_by, total): called as utterances finish."""
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    from erc.errors import UserError
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but torch sees no CUDA GPU here; use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise UserError(f"--device must be auto, cpu or cuda; got {device!r}")
-    return device
 
 
 def utterance_table(corpus: Corpus) -> UtteranceTable:
@@ -169,62 +157,114 @@ def run_batches(encoder: Encoder, corpus_rows: list[tuple[list[Utterance], int]]
                 done(n)
 
 
-def extract_group(corpus: Corpus, encoder: Encoder, writer: CacheWriter | None, cfg: RunConfig, command: str,
-                  progress: ProgressFn | None = None, ranks: Ranks | None = None, out: Path | None = None,
-                  run_info: dict[str, Any] | None = None) -> GroupSummary:
-    """Extract one encoder's features for every utterance of ``corpus`` (or of ``cfg.shard``'s
-    part) into the cache. ``writer`` is rank 0's; the other ranks pass None and ``out``."""
-    ranks = ranks or Ranks()
-    out = Path(out if out is not None else writer.path)  # type: ignore[union-attr]
+@dataclass
+class GroupPlan:
+    """One encoder group's work: the length-sorted batch plan over the whole corpus (rows per
+    batch) and its estimated costs, the batches of this extraction (all, or ``--shard K/N``'s part)
+    and their rows ``[n]`` sorted, and the group's config hash."""
+
+    encoder: Encoder
+    config_hash: str
+    plan: list[list[int]]
+    costs: list[float]
+    part: list[int]
+    part_rows: np.ndarray
+
+    @classmethod
+    def make(cls, corpus: Corpus, encoder: Encoder, cfg: RunConfig) -> GroupPlan:
+        plan, costs = plan_with_costs(encoder, corpus.utterances)
+        part = list(range(len(plan))) if cfg.shard is None else split_batches(costs, cfg.shard[1])[cfg.shard[0] - 1]
+        rows = np.sort(np.asarray([r for b in part for r in plan[b]], dtype=np.int64))
+        return cls(encoder, group_config_hash(encoder, cfg.frame_dtype), plan, list(costs), part, rows)
+
+    def rows_in(self, batches: Sequence[int]) -> int:
+        return sum(len(self.plan[b]) for b in batches)
+
+
+def _open_journal(writer: CacheWriter, gp: GroupPlan, cfg: RunConfig) -> list[int] | None:
+    """The batches the group's journal already holds, or None when the cache holds this group
+    complete with the same config (nothing to do; ``cfg.force`` redoes it)."""
+    enc = gp.encoder
+    if not cfg.force and writer.is_current(enc.modality, enc.name, gp.config_hash):
+        return None
+    store = writer.journal(enc.modality, enc.name)
+    with disk_errors(writer.path):
+        store.open(gp.config_hash, gp.plan)
+    return sorted(store.finished())
+
+
+def _encode(corpus: Corpus, gp: GroupPlan, batches: list[int], out: Path, cfg: RunConfig,
+            done: Callable[[int], None], summary: GroupSummary) -> None:
+    """Load the encoder and encode ``batches`` into the group's journal beside ``out``."""
+    if not batches:
+        return
+    enc = gp.encoder
+    t_load = time.perf_counter()
+    enc.load(cfg.device, fp16=is_cuda(cfg.device))
+    summary.load_seconds = time.perf_counter() - t_load
+    store = ShardStore(out, enc.modality, enc.name)
+    with disk_errors(out):
+        run_batches(enc, dialogue_positions(corpus), gp.plan, batches, store, cfg, done)
+
+
+def _commit(writer: CacheWriter, gp: GroupPlan, corpus: Corpus, cfg: RunConfig, command: str,
+            run_info: dict[str, Any] | None) -> None:
+    """Join the group's journal into the cache (a shard's part: its rows only)."""
+    attrs = group_attrs(gp.encoder, gp.config_hash, corpus, command)
+    if run_info:
+        attrs["extraction"] = run_info
+    writer.commit(gp.encoder.modality, gp.encoder.name, attrs, rows=gp.part_rows if cfg.shard is not None else None)
+
+
+def extract_group(corpus: Corpus, encoder: Encoder, writer: CacheWriter, cfg: RunConfig, command: str,
+                  progress: ProgressFn | None = None, run_info: dict[str, Any] | None = None) -> GroupSummary:
+    """One process: extract one encoder's features for every utterance of ``corpus`` (or of
+    ``cfg.shard``'s part) into ``writer``'s cache, resuming the batches its journal holds."""
+    gp = GroupPlan.make(corpus, encoder, cfg)
+    summary = GroupSummary(encoder.modality, encoder.name, len(gp.part_rows))
     t0 = time.perf_counter()
-    summary = GroupSummary(encoder.modality, encoder.name, len(corpus.utterances))
-    chash = group_config_hash(encoder, cfg.frame_dtype)
-    plan, costs = plan_with_costs(encoder, corpus.utterances)
-    part = list(range(len(plan))) if cfg.shard is None else split_batches(costs, cfg.shard[1])[cfg.shard[0] - 1]
-    part_rows = np.sort(np.asarray([r for b in part for r in plan[b]], dtype=np.int64))
-    summary.n = len(part_rows)
+    finished = _open_journal(writer, gp, cfg)
+    if finished is None:
+        summary.state = "up to date"
+        return _fill_counts(summary, writer.path)
+    done_before = set(finished) & set(gp.part)
+    todo = [b for b in gp.part if b not in done_before]
+    desc = f"{encoder.modality}/{encoder.name}"
+    if progress:
+        progress(desc, gp.rows_in(done_before), len(gp.part_rows))
+    _encode(corpus, gp, todo, writer.path, cfg, lambda n: progress(desc, n, len(gp.part_rows)) if progress else None,
+            summary)
+    _commit(writer, gp, corpus, cfg, command, run_info)
+    summary.resumed_batches = len(done_before)
+    summary.state = "resumed" if done_before else "extracted"
+    summary.seconds = time.perf_counter() - t0
+    return _fill_counts(summary, writer.path)
 
-    def open_journal() -> list[int] | None:
-        assert writer is not None
-        if not cfg.force and writer.is_current(encoder.modality, encoder.name, chash):
-            return None
-        store = writer.journal(encoder.modality, encoder.name)
-        with disk_errors(out):
-            store.open(chash, plan)
-        return sorted(store.finished())
 
-    finished = ranks.lead(open_journal)
+def extract_group_ranks(corpus: Corpus, encoder: Encoder, writer: CacheWriter | None, cfg: RunConfig, command: str,
+                        ranks: Ranks, out: Path, progress: ProgressFn | None = None,
+                        run_info: dict[str, Any] | None = None) -> GroupSummary:
+    """The ranks of ``torchrun``: rank 0 (which holds ``writer``; the others pass None) opens the
+    journal and tells every rank what it holds; each rank encodes its cost-balanced share of the
+    rest into the journal beside ``out``; after a barrier rank 0 commits. Only rank 0's summary
+    carries the counts."""
+    gp = GroupPlan.make(corpus, encoder, cfg)
+    summary = GroupSummary(encoder.modality, encoder.name, len(gp.part_rows))
+    t0 = time.perf_counter()
+    finished = ranks.lead(lambda: _open_journal(writer, gp, cfg))  # type: ignore[arg-type]  # rank 0's writer
     if finished is None:
         summary.state = "up to date"
         return _fill_counts(summary, out) if ranks.leader else summary
-    done_before = set(finished) & set(part)
-    summary.resumed_batches = len(done_before)
-    todo = [b for b in part if b not in done_before]
-    mine = [todo[i] for i in split_batches([costs[b] for b in todo], ranks.world)[ranks.rank]]
-    desc = f"{encoder.modality}/{encoder.name}" + (f" (rank 0 of {ranks.world})" if ranks.world > 1 else "")
+    done_before = set(finished) & set(gp.part)
+    todo = [b for b in gp.part if b not in done_before]
+    mine = [todo[i] for i in split_batches([gp.costs[b] for b in todo], ranks.world)[ranks.rank]]
+    desc = f"{encoder.modality}/{encoder.name} (rank 0 of {ranks.world})"
     if progress:
-        if ranks.world == 1:
-            progress(desc, sum(len(plan[b]) for b in done_before), len(part_rows))
-        else:
-            progress(desc, 0, sum(len(plan[b]) for b in mine))
-    if mine:
-        t_load = time.perf_counter()
-        encoder.load(cfg.device, fp16=cfg.device == "cuda")
-        summary.load_seconds = time.perf_counter() - t_load
-        store = ShardStore(out, encoder.modality, encoder.name)
-        with disk_errors(out):
-            run_batches(encoder, dialogue_positions(corpus), plan, mine, store, cfg,
-                         lambda n: progress(desc, n, len(part_rows)) if progress else None)
+        progress(desc, 0, gp.rows_in(mine))
+    _encode(corpus, gp, mine, out, cfg, lambda n: progress(desc, n, len(gp.part_rows)) if progress else None, summary)
     ranks.barrier()
-
-    def commit() -> None:
-        assert writer is not None
-        attrs = group_attrs(encoder, chash, corpus, command)
-        if run_info:
-            attrs["extraction"] = run_info
-        writer.commit(encoder.modality, encoder.name, attrs, rows=part_rows if cfg.shard is not None else None)
-
-    ranks.lead(commit)
+    ranks.lead(lambda: _commit(writer, gp, corpus, cfg, command, run_info))  # type: ignore[arg-type]
+    summary.resumed_batches = len(done_before)
     summary.state = "resumed" if done_before else "extracted"
     summary.seconds = time.perf_counter() - t0
     return _fill_counts(summary, out) if ranks.leader else summary
@@ -263,8 +303,12 @@ def extract(corpus: Corpus, encoders: list[Encoder], out: Path, cfg: RunConfig, 
         try:
             for enc in encoders:
                 enc.check()
-            summaries = [extract_group(corpus, enc, writer, cfg, command, progress if ranks.leader else None,
-                                       ranks, out, run_info) for enc in encoders]
+            if ranks.world == 1:
+                assert writer is not None
+                summaries = [extract_group(corpus, enc, writer, cfg, command, progress, run_info) for enc in encoders]
+            else:
+                summaries = [extract_group_ranks(corpus, enc, writer, cfg, command, ranks, out,
+                                                 progress if ranks.leader else None, run_info) for enc in encoders]
             if writer is not None:
                 writer.finish()
         finally:

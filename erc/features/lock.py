@@ -18,11 +18,12 @@ class CacheBusy(UserError):
 
 
 class CacheLock:
-    """``with CacheLock(cache): ...`` or :meth:`acquire` / :meth:`release`."""
+    """``with CacheLock(cache): ...`` or :meth:`acquire` / :meth:`release`. ``lock_file``: where the
+    lock lives (default ``<cache>.lock`` beside it; a run folder keeps its own inside)."""
 
-    def __init__(self, cache: Path) -> None:
+    def __init__(self, cache: Path, lock_file: Path | None = None) -> None:
         self.cache = Path(cache)
-        self.path = lock_path(self.cache)
+        self.path = Path(lock_file) if lock_file is not None else lock_path(self.cache)
         self.fd: int | None = None
 
     def acquire(self) -> CacheLock:

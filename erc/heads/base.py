@@ -77,8 +77,9 @@ class HeadOutput:
 class Head(nn.Module):
     """Base class of every head.
 
-    Subclasses define ``Config`` (a dataclass), ``variants`` (ablation name -> config overrides)
-    and ``forward``. ``frames_for(config, modalities)`` says which modalities' frames to load.
+    Subclasses define ``Config`` (a dataclass), ``variants`` (ablation name -> config overrides),
+    ``train_defaults`` (their paper's training settings: keys of ``erc.train.config.TrainConfig``,
+    which refuses any other) and ``forward``. ``frames_for(config, modalities)`` says which modalities' frames to load.
     ``resolved`` (what the head resolved when built, e.g. which pre-trained weights it loaded) and
     ``warnings`` (what it could not do as configured) are recorded in a run's ``config.json`` and
     ``metrics.json``; the warnings are also printed.
@@ -86,6 +87,7 @@ class Head(nn.Module):
 
     Config: ClassVar[type]
     variants: ClassVar[dict[str, dict[str, Any]]] = {"full": {}}
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Any, inputs: HeadInputs) -> None:
         super().__init__()

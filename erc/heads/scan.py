@@ -1,6 +1,6 @@
 """Mamba's selective scan on packed real positions, in PyTorch, with a hand-written backward.
 
-:class:`TorchScan` is the reference the C kernel (:mod:`erc.heads.cpu.scan`) is checked against and
+:class:`TorchScan` is the reference the C kernel (:mod:`erc.heads.cpu.scan_kernel`) is checked against and
 the path that runs where the kernel does not (no C compiler, ``ERC_CPU_KERNELS=0``, GPU tensors);
 :func:`erc.heads.cpu.selective_scan` picks between them.
 """

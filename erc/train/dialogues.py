@@ -19,8 +19,8 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from erc.errors import UserError
-from erc.features.memory import MemoryCache
 from erc.features.reader import FeatureCache
+from erc.features.source import FeatureSource
 from erc.heads.base import DialogueBatch, HeadInputs
 from erc.train.finite import refuse_non_finite
 from erc.train.folds import FoldSpec, carve_dev, fold_splits
@@ -80,13 +80,13 @@ class DialogueData:
         gives the other folds of the same data without reading the cache again).
     dev_fraction: when the cache has no dev split, that fraction of train dialogues becomes dev;
         None keeps the cache's splits as they are (prediction: nothing is carved or required).
-    cache: a cache file's path, an open :class:`FeatureCache`, or any object with its reading
-        interface (e.g. :class:`erc.features.memory.MemoryCache`).
+    cache: a cache file's path or an open :class:`~erc.features.source.FeatureSource` (a
+        :class:`FeatureCache`, or a :class:`~erc.features.memory_cache.MemoryCache`).
     """
 
     def __init__(
         self,
-        cache: FeatureCache | MemoryCache | str | Path,
+        cache: FeatureSource | str | Path,
         modalities: Mapping[str, str | None] | Sequence[str],
         frames: Sequence[str] = (),
         max_frames: int | None = None,
@@ -102,7 +102,7 @@ class DialogueData:
                 fc.close()
 
     # ---- loading ----------------------------------------------------------------------------
-    def _load(self, fc: FeatureCache, modalities, frames, max_frames, folds, dev_fraction) -> None:  # noqa: ANN001
+    def _load(self, fc: FeatureSource, modalities, frames, max_frames, folds, dev_fraction) -> None:  # noqa: ANN001
         self.cache_path = fc.path
         self.cache_attrs = fc.attrs
         self.folds = folds
@@ -117,6 +117,8 @@ class DialogueData:
 
         dlg_codes, self.dialogue_names = _factorize(cols["dialogue_id"])
         turns = np.asarray(cols.get("turn", np.arange(n)), dtype=np.int64)
+        self.turns: np.ndarray = turns  # [N] int64
+        self.speaker_names: list[str] = [str(v) for v in cols["speaker"]]
         order = np.lexsort((turns, dlg_codes))  # dialogues by first appearance, turns in order
         bounds = np.flatnonzero(np.diff(dlg_codes[order])) + 1
         self.dialogue_rows: list[torch.Tensor] = [torch.from_numpy(r.copy()) for r in np.split(order, bounds)]
@@ -237,7 +239,7 @@ class DialogueData:
         )
 
 
-def resolve_encoders(fc: FeatureCache, modalities: Mapping[str, str | None] | Sequence[str]) -> dict[str, str]:
+def resolve_encoders(fc: FeatureSource, modalities: Mapping[str, str | None] | Sequence[str]) -> dict[str, str]:
     """Modality -> encoder group, checked against the cache (UserError naming what it has)."""
     wanted = dict(modalities) if isinstance(modalities, Mapping) else {m: None for m in modalities}
     if not wanted:

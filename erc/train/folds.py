@@ -65,6 +65,26 @@ def check_grouping(grouping: str) -> None:
         raise UserError(f"--fold-grouping must be one of {', '.join(GROUPINGS)}; got {grouping!r}")
 
 
+def parse_folds(folds: str | None, grouping: str = "dialogue") -> tuple[int | None, Grouping]:
+    """``--folds`` / ``--fold-grouping`` -> (number of folds or None, grouping), checked: ``"10"`` ->
+    (10, grouping); ``"session"`` -> (None, "session"): one fold per session, counted in the cache;
+    None -> the cache's own splits. UserError for a count under 3 or an unknown grouping."""
+    if folds is None:
+        check_grouping(grouping)
+        return None, grouping  # type: ignore[return-value]
+    value = folds.strip().lower()
+    if value in ("session", "sessions", "loso"):
+        if grouping not in ("dialogue", "session"):
+            raise UserError(f"--folds session is its own grouping; drop --fold-grouping {grouping}")
+        return None, "session"
+    try:
+        n = int(value)
+    except ValueError:
+        raise UserError(f"--folds takes a number of folds or 'session'; got {folds!r}") from None
+    FoldSpec(n, 0, grouping)  # type: ignore[arg-type]  # at least 3 folds, a known grouping
+    return n, grouping  # type: ignore[return-value]
+
+
 def session_of(dialogue_names: list[str] | np.ndarray) -> np.ndarray:
     """``[D]`` int: the recording session of each dialogue, read from its id (``SESSION_ID``)."""
     out = np.empty(len(dialogue_names), dtype=np.int64)

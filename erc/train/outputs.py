@@ -55,3 +55,13 @@ def check_writable_file(path: str | Path, what: str) -> Path:
     if reason is not None:
         raise UserError(f"{what} {path}: cannot write in {path.parent} ({reason}); choose a writable folder")
     return path
+
+
+def refuse_inputs(path: str | Path, inputs: list[Path], what: str) -> None:
+    """UserError when the output ``path`` is one of the command's ``inputs`` (the same file after
+    links are resolved), or a file inside an input folder: writing it would destroy what was read."""
+    out = Path(path).resolve()
+    for item in inputs:
+        src = Path(item).resolve()
+        if out == src or (src.is_dir() and src in out.parents and out.exists()):
+            raise UserError(f"{what} {path} is one of this command's inputs ({item}); write the output elsewhere")

@@ -1,31 +1,70 @@
-"""Run directories: their JSON files, the ``done`` marker, and reloading a trained head with a
-check that a cache matches the encoders and dims it was trained on."""
+"""The run-folder protocol: where a run lives, what makes two runs the same run, and the files
+that say how it ended.
+
+A run folder holds ``config.json`` (the identity, its hash and what the head resolved),
+``provenance.json``, ``epochs.csv``, ``best.pt``, ``predictions.csv``, ``metrics.json`` and, written
+last, ``done`` (or ``failed``: one line, when training diverged). A folder whose ``config.json``
+carries the same identity hash and a ``done`` marker is a finished run of that configuration:
+sweeps skip it, so they resume. A finished run of another identity is never replaced without
+``overwrite``. While a run (or a sweep) writes a folder it holds ``<folder>/.lock``: a second writer
+stops at once with one line naming the first one's pid.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
-
-from erc.config import to_dict
+from erc.config import config_hash, to_dict
 from erc.errors import UserError
 from erc.features.atomic import write_atomic
-from erc.features.reader import FeatureCache
-from erc.heads.base import Head, HeadInputs
-from erc.heads.registry import resolve_head
+from erc.features.lock import CacheLock
+from erc.heads.registry import HeadSpec
+from erc.train.config import NOT_HASHED, TrainConfig
+
+if TYPE_CHECKING:
+    from erc.train.dialogues import DialogueData
 
 DONE = "done"
 FAILED = "failed"  # written instead of DONE when training diverged: the reason, one line
+SHORT = {"text": "t", "audio": "a", "video": "v"}
 
 
-def mamba_backends(module: torch.nn.Module) -> list[str]:
-    """The distinct ``backend`` attributes of submodules (e.g. which Mamba implementation ran)."""
-    found = {str(b) for m in module.modules() if (b := getattr(m, "backend", None)) is not None}
-    return sorted(found)
+def short_modalities(modalities: Mapping[str, Any] | list[str], sep: str = "") -> str:
+    """Modality names as their one-letter codes, e.g. ``["text", "audio"]`` -> ``"ta"`` (``sep=","``:
+    ``"t,a"``); names without a code are kept whole."""
+    return sep.join(SHORT.get(m, m) for m in modalities)
+
+
+def default_run_dir(dataset: str, model: str, variant: str, modalities: Mapping[str, str | None],
+                    overrides: Mapping[str, str], root: Path | None = None) -> Path:
+    """``<root>/<model>-<variant>-<tav>`` (root: ``runs/<dataset>``), + a hash of the head overrides
+    and chosen encoders when there are any: where ``erc train-head`` and ``erc ablate`` put a run."""
+    name = f"{model}-{variant}-{short_modalities(modalities)}"
+    chosen = {m: e for m, e in modalities.items() if e}
+    if overrides or chosen:
+        name += "-" + config_hash({"set": dict(overrides), "encoders": chosen})[:6]
+    return (root if root is not None else Path("runs") / dataset) / name
+
+
+def run_identity(spec: HeadSpec, cfg: TrainConfig, data: DialogueData) -> dict[str, Any]:
+    """What makes a run this run: the head, variant and config, the training options that change
+    the result, the encoder groups and frames read, the folds, and the cache's manifest, labels and
+    group configs. Its :func:`erc.config.config_hash` names the run in ``config.json``."""
+    prov = data.provenance()
+    return {"head": spec.name, "variant": spec.variant, "head_config": config_dict(spec.config),
+            "train": {k: v for k, v in asdict(cfg).items() if k not in NOT_HASHED},
+            "encoders": data.encoders, "frames": list(data.frames), "folds": asdict(data.folds) if data.folds else None,
+            "cache": {"manifest_hash": prov["cache_attrs"].get("manifest_hash"), "labels": data.labels,
+                      "groups": {m: g["attrs"].get("config_hash") for m, g in prov["groups"].items()}}}
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    return to_dict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
 
 
 # ---- files ------------------------------------------------------------------------------------
@@ -37,98 +76,51 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def is_done(run_dir: Path, config_hash: str) -> bool:
-    """A finished run of exactly this configuration lives in ``run_dir``."""
+def is_done(run_dir: Path, identity_hash: str) -> bool:
+    """A finished run of exactly this identity lives in ``run_dir``."""
     cfg = run_dir / "config.json"
     if not (run_dir / DONE).exists() or not cfg.exists():
         return False
     try:
-        return read_json(cfg).get("config_hash") == config_hash
+        return read_json(cfg).get("config_hash") == identity_hash
     except (OSError, ValueError):
         return False
 
 
-def config_dict(cfg: Any) -> dict[str, Any]:
-    return to_dict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+LOCK = ".lock"
 
 
-# ---- reloading ----------------------------------------------------------------------------------
-@dataclass
-class LoadedRun:
-    """A trained head, in eval mode, with what it was trained on."""
-
-    head: Head
-    config: dict[str, Any]
-    provenance: dict[str, Any]
-    labels: list[str]
-    encoders: dict[str, str]
-    inputs: HeadInputs
+def lock_run_dir(run_dir: Path) -> CacheLock:
+    """Hold ``run_dir`` for writing (``with lock_run_dir(d): ...``): UserError naming the pid that
+    holds it already. The folder is created; the kernel frees the lock if the holder dies."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return CacheLock(run_dir, run_dir / LOCK).acquire()
 
 
-def load_run(run_dir: str | Path, map_location: str = "cpu") -> LoadedRun:
-    """Rebuild the head of a finished run from ``config.json`` and ``best.pt``."""
-    run_dir = Path(run_dir)
-    ckpt = run_dir / "best.pt"
-    if not (run_dir / "config.json").exists() or not ckpt.exists():
-        raise UserError(f"{run_dir} is not a finished run (no config.json / best.pt)")
-    config = read_json(run_dir / "config.json")
-    prov = read_json(run_dir / "provenance.json") if (run_dir / "provenance.json").exists() else {}
-    state = torch.load(ckpt, map_location=map_location, weights_only=True)
-    inputs = HeadInputs(**config["inputs"])
-    head = resolve_head(config["head"], config["variant"], config.get("overrides", {})).build(inputs)
-    head.load_state_dict(state["state_dict"])
-    head.eval()
-    return LoadedRun(head, config, prov, list(config["labels"]), dict(config["encoders"]), inputs)
+def refuse_other_run(run_dir: Path, identity_hash: str, overwrite: bool) -> None:
+    """UserError when ``run_dir`` holds a finished run of another identity (unless ``overwrite``):
+    a new run there would replace its result without a word."""
+    if overwrite or not (run_dir / DONE).exists() or is_done(run_dir, identity_hash):
+        return
+    try:
+        old = read_json(run_dir / "config.json")
+        what = f"{old.get('head', '?')}/{old.get('variant', '?')}, config {str(old.get('config_hash', '?'))[:10]}"
+    except (OSError, ValueError, AttributeError):
+        what = "an unreadable config.json"
+    raise UserError(f"{run_dir} holds a finished run of another configuration ({what}); choose another --out, "
+                    "or pass --overwrite to replace it")
 
 
-def run_members(path: str | Path) -> list[Path]:
-    """The finished runs that ``path`` names: itself when it holds ``best.pt``, else the finished
-    ``seed<k>`` / ``fold<k>`` runs of a sweep folder (``seed<s>/fold<k>`` nested), in order.
-    UserError when there are none."""
-    path = Path(path)
-    if (path / "best.pt").exists():
-        return [path]
-    if not path.is_dir():
-        raise UserError(f"--run {path} does not exist")
-
-    def key(p: Path) -> tuple[str, int]:
-        digits = p.name.lstrip("seedfold")
-        return (p.name.rstrip("0123456789"), int(digits) if digits.isdigit() else -1)
-
-    found: list[Path] = []
-    for sub in sorted((p for p in path.iterdir() if p.is_dir() and p.name.startswith(("seed", "fold"))), key=key):
-        if (sub / "best.pt").exists():
-            found.append(sub)
-        elif any(c.is_dir() and c.name.startswith("fold") for c in sub.iterdir()):
-            found.extend(run_members(sub))
-    if not found:
-        raise UserError(f"{path} is not a finished run (no config.json / best.pt) nor a sweep folder of finished "
-                        "runs (seed0..seedN holding best.pt)")
-    return found
+def start_run_dir(run_dir: Path) -> None:
+    """Make ``run_dir`` ready for a new run: the markers and metrics of an older run there are void."""
+    for stale in (DONE, FAILED, "metrics.json"):
+        (run_dir / stale).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def check_compatible(run: LoadedRun, fc: FeatureCache) -> None:
-    """Refuse a cache whose labels, encoders or dims differ from the run's (UserError). A cache
-    without labels (unlabelled conversations) fits any run's labels."""
-    where = f"run {run.config.get('run_dir', '?')}"
-    if fc.labels and fc.labels != run.labels:
-        raise UserError(f"{fc.path} has labels {fc.labels}, but {where} was trained on {run.labels}")
-    for m, enc in run.encoders.items():
-        if enc not in fc.encoders(m):
-            have = ", ".join(fc.encoders(m)) or "none"
-            raise UserError(f"{where} needs {m} features from encoder {enc!r}; {fc.path} has {m}: {have}")
-        g = fc.group(m, enc)
-        want = run.inputs.pooled_dims.get(m)
-        if want is not None and g.dim != want:
-            raise UserError(f"{fc.path} has {m}/{enc} of dim {g.dim}, but {where} was trained on dim {want}")
-        fwant = run.inputs.frame_dims.get(m)
-        if fwant is not None and g.frame_dim != fwant:
-            raise UserError(f"{fc.path} has {m}/{enc} frames of dim {g.frame_dim}, but {where} was trained on {fwant}")
-        kwant = run.inputs.frame_tokens.get(m, 1)
-        if fwant is not None and g.frame_tokens != kwant:
-            raise UserError(f"{fc.path} has {m}/{enc} frames of {g.frame_tokens} row(s) a step, but {where} was "
-                            f"trained on {kwant} (e.g. patch tokens per video frame)")
-        trained = run.provenance.get("groups", {}).get(m, {}).get("attrs", {}).get("config_hash")
-        have_hash = g.attrs.get("config_hash")
-        if trained and have_hash and trained != have_hash:
-            raise UserError(f"{fc.path} has {m}/{enc} extracted with another encoder config ({have_hash}; run used {trained})")
+def mark_done(run_dir: Path) -> None:
+    write_atomic(run_dir / DONE, time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+
+
+def mark_failed(run_dir: Path, why: str) -> None:
+    write_atomic(run_dir / FAILED, f"{why}\n")

@@ -1,6 +1,6 @@
 """Several runs of one configuration: seeds (``seed<k>/``) and k-fold CV (``fold<k>/``), over data
 read from the cache once, aggregated as mean ± std into ``summary.json``. Finished runs are
-skipped, so sweeps resume."""
+skipped, so sweeps resume; a sweep holds its folder's lock while it runs (:mod:`erc.train.runs`)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from rich.progress import Progress
 from erc.errors import UserError
 from erc.heads.registry import HeadSpec
 from erc.train.dialogues import DialogueData
+from erc.train.fits import check_fits
+from erc.train.config import TrainConfig
 from erc.train.folds import LEAK_WARNING, FoldSpec, Grouping, check_grouping, session_of
-from erc.train.loop import RunResult, TrainConfig, load_data, train_run
+from erc.train.loop import RunResult, load_data, train_run
 from erc.train.metrics import aggregate
 from erc.train.progress import progress_bar
-from erc.train.runs import write_json
+from erc.train.runs import lock_run_dir, write_json
 
 
 @dataclass
@@ -89,6 +91,7 @@ def _try_build(spec: HeadSpec, data: DialogueData) -> None:
     """Build the head once before any run folder exists, so that ``--set`` values the layers refuse
     together (e.g. a width not divisible by the heads) are one line and leave nothing behind."""
     if spec.overrides:
+        check_fits(spec, data.inputs())  # e.g. hidden=1000000000: refused before any allocation
         spec.build(data.inputs())
 
 
@@ -109,13 +112,15 @@ def run_sweep(cache: str | Path, spec: HeadSpec, modalities: Mapping[str, str | 
     elif folds is None:
         data = load_data(cache, spec, modalities, train_cfg)
         _try_build(spec, data)
-        return train_seeds(data, spec, train_cfg, out, list(range(seeds)), progress=progress)
+        with lock_run_dir(out):  # a second sweep into this folder stops at once, naming this process
+            return train_seeds(data, spec, train_cfg, out, list(range(seeds)), progress=progress)
     else:
         data = load_data(cache, spec, modalities, train_cfg, folds=FoldSpec(folds, 0, grouping))
     _try_build(spec, data)
     runs: list[RunResult] = []
-    for s in range(seeds):
-        sub = cross_validate(data, spec, dataclasses.replace(train_cfg, seed=s), out / f"seed{s}", folds, grouping,
-                             progress=progress)
-        runs.extend(sub.runs)
-    return summarise_runs(out, runs, {"kind": "seeds x folds", "seeds": seeds, "folds": folds, "grouping": grouping})
+    with lock_run_dir(out):
+        for s in range(seeds):
+            sub = cross_validate(data, spec, dataclasses.replace(train_cfg, seed=s), out / f"seed{s}", folds, grouping,
+                                 progress=progress)
+            runs.extend(sub.runs)
+        return summarise_runs(out, runs, {"kind": "seeds x folds", "seeds": seeds, "folds": folds, "grouping": grouping})

@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from erc.heads.cpu import attention, scan
+from erc.heads.cpu import attention, scan_kernel
 from erc.heads.cpu.build import enabled, loaded
 from erc.heads.scan import TorchScan
 
@@ -36,7 +36,7 @@ __all__ = ["KERNELS", "enabled", "loaded", "scan_backend", "selective_scan", "to
 
 
 def _c_scan(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and scan.available()
+    return x.device.type == "cpu" and scan_kernel.available()
 
 
 def selective_scan(dt: torch.Tensor, u: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor, A: torch.Tensor,
@@ -44,7 +44,7 @@ def selective_scan(dt: torch.Tensor, u: torch.Tensor, Bm: torch.Tensor, Cm: torc
     """Mamba's selective scan on time-major packed rows (see :class:`erc.heads.scan.TorchScan`):
     dt, u ``[P, E]``, Bm, Cm ``[P, N]``, A ``[E, N]`` (float32 or float64), ``counts`` sequences
     alive per step -> y ``[P, E]``."""
-    fn = scan.CScan if _c_scan(dt) else TorchScan
+    fn = scan_kernel.CScan if _c_scan(dt) else TorchScan
     return fn.apply(dt, u, Bm, Cm, A, counts)
 
 

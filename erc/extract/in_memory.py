@@ -1,6 +1,6 @@
 """Extraction into memory: the same batches, decoding and encoding as :func:`erc.extract.run.extract`
 (length-sorted batch plan, ``prepare`` on worker threads ahead of ``encode``, a failing batch
-retried item by item), with the results kept as a :class:`~erc.features.memory.MemoryCache`
+retried item by item), with the results kept as a :class:`~erc.features.memory_cache.MemoryCache`
 instead of shards and a file. For conversations that are predicted once (``erc.apply``); encoders
 are loaded by the caller, once, and reused across calls.
 """
@@ -14,7 +14,7 @@ from erc.extract.encoders.base import Encoded, Encoder
 from erc.extract.provenance import group_config_hash, token_attrs
 from erc.extract.run import ProgressFn, RunConfig, dialogue_positions, plan_batches, run_batches, utterance_table
 from erc.features.journal import BatchResult
-from erc.features.memory import MemoryCache, MemoryGroup
+from erc.features.memory_cache import MemoryCache, MemoryGroup
 
 
 class _ByRow:
