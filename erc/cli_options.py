@@ -79,8 +79,10 @@ class TrainOptions:
 
 def with_options(fn: F) -> F:
     """Give command ``fn`` (whose last parameter is ``opts: TrainOptions``) every
-    :class:`TrainOptions` field as a keyword option; typer sees them in the signature."""
-    own = [p for p in inspect.signature(fn).parameters.values() if p.name != "opts"]
+    :class:`TrainOptions` field as a keyword option; typer sees them in the signature (``--model``
+    first, then ``fn``'s own options, then the other shared ones)."""
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in inspect.signature(fn).parameters.values()
+           if p.name != "opts"]
     hints = get_type_hints(TrainOptions)
     shared = []
     for f in fields(TrainOptions):
@@ -97,6 +99,7 @@ def with_options(fn: F) -> F:
         return fn(**kwargs, opts=opts)
 
     own_hints = {k: v for k, v in get_type_hints(fn).items() if k not in ("opts", "return")}
-    command.__signature__ = inspect.Signature([*own, *shared])  # type: ignore[attr-defined]
+    # --help lists --model, then the command's own options, then the shared ones
+    command.__signature__ = inspect.Signature([shared[0], *own, *shared[1:]])  # type: ignore[attr-defined]
     command.__annotations__ = {**own_hints, **hints}
     return command  # type: ignore[return-value]
