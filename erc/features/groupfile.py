@@ -206,10 +206,12 @@ def _write_frames(g: h5py.Group, src: RowSource) -> None:
 
 
 def write_group_file(path: Path, modality: str, encoder: str, src: RowSource, attrs: dict[str, Any],
-                     partial: bool = False) -> None:
+                     partial: bool = False, owner: dict[str, Any] | None = None) -> None:
     """Write group ``features/<modality>/<encoder>`` from ``src`` into a new HDF5 file ``path``
-    (``partial``: a ``--shard`` part, which also records ``rows``)."""
+    (``partial``: a ``--shard`` part, which also records ``rows``). ``owner``: the file attributes
+    naming the cache it belongs to (:func:`owner_attrs`)."""
     with new_h5(path, group_bytes(src)) as h5:
+        h5.attrs.update(owner or {})
         g = h5.create_group(group_path(modality, encoder))
         pooled = checked_dataset(g, "pooled", (src.n, src.dim), np.float32)
         if src.n and src.dim:
@@ -241,10 +243,17 @@ def root_attrs(table: UtteranceTable, shard: str | None = None) -> dict[str, Any
     return out
 
 
+def owner_attrs(table: UtteranceTable) -> dict[str, Any]:
+    """The file attributes of every file of a cache: the manifest hash and utterance count of the
+    cache it belongs to (:mod:`erc.features.members` checks them on every open)."""
+    return {"manifest_hash": table.manifest_hash, "n_utterances": len(table)}
+
+
 def write_table_file(path: Path, table: UtteranceTable) -> None:
     """The ``/utterances`` table in a new HDF5 file ``path``."""
     size = sum(len(str(v)) + 16 for col in UTTERANCE_COLUMNS for v in table.columns[col])
     with new_h5(path, int(size * 1.05) + (1 << 20)) as h5:
+        h5.attrs.update(owner_attrs(table))
         g = h5.create_group("utterances")
         for col in UTTERANCE_COLUMNS:
             values = table.columns[col]
