@@ -56,6 +56,7 @@ def extract(
     from erc.extract.preflight import preflight
     from erc.extract.run import RunConfig, resolve_device
     from erc.extract.summary import print_summary, run_with_progress
+    from erc.features.members import real_root
     from erc.features.schema import default_cache_path
 
     console = Console(stderr=True)
@@ -71,7 +72,7 @@ def extract(
     corpus = load_dataset(dataset, root, settings["dataset"])
     part = parse_shard(shard)
     warnings = preflight(corpus, [e.modality for e in encoders], strict, allow_missing_media)
-    out = out or shard_cache_path(default_cache_path(dataset), part)
+    out = real_root(out or shard_cache_path(default_cache_path(dataset), part))  # a symlink: its target
     command = "erc extract " + shlex.join(_canonical_args(dataset, root, text, audio, video, set_, out))
     leader = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 speaks
     if leader:

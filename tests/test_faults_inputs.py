@@ -74,3 +74,33 @@ def test_in_memory_extraction_marks_non_finite_input_too(tmp_path):
     group = encode_group(corpus, enc, {})
     assert group.status[2] == "failed: non-finite input" and not group.present[2]
     assert np.isfinite(group.pooled).all()
+
+
+def _extract_audio(manifest: Path, out: Path | str, cwd: Path | None = None):  # noqa: ANN202
+    return run_erc_here("extract", "--dataset", "manifest", "--root", str(manifest), "--text", "none",
+                        "--audio", "mel", "--video", "none", "--out", str(out), "--quiet", "--device", "cpu", cwd=cwd)
+
+
+def test_a_symlinked_out_writes_the_cache_at_its_target_and_keeps_the_link(tmp_path):
+    manifest = _audio_manifest(tmp_path, tone(0.5))
+    (tmp_path / "store").mkdir()
+    target = tmp_path / "store" / "c.h5"
+    link = tmp_path / "link.h5"
+    link.symlink_to(target)  # dangling first: the cache is created at the target
+    assert _extract_audio(manifest, link).code == 0
+    assert _extract_audio(manifest, link).code == 0  # then an existing cache through the link
+    assert link.is_symlink() and target.is_file() and (tmp_path / "store" / "c.h5.groups").is_dir()
+    assert not (tmp_path / "link.h5.groups").exists()
+    for path in (link, target):
+        res = run_erc_here("cache", "verify", str(path))
+        assert res.code == 0 and "OK" in res.out, res.out + res.err
+
+
+def test_a_non_ascii_out_under_a_c_locale_is_written(tmp_path):
+    manifest = _audio_manifest(tmp_path, tone(0.5))
+    out = "cach\udcc3\udca9.h5"  # how Python decodes the argument "caché.h5" under LC_ALL=C
+    res = _extract_audio(manifest, out, cwd=tmp_path)
+    assert res.code == 0, res.out + res.err
+    assert (tmp_path / "caché.h5").is_file()
+    with FeatureCache(tmp_path / "caché.h5") as cache:
+        assert "--out 'caché.h5'" in cache.group("audio", "mel").attrs["command"]

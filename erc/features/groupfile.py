@@ -106,6 +106,17 @@ def group_bytes(src: RowSource) -> int:
     return int(data * 1.02) + (1 << 20)
 
 
+def h5_text(value: str) -> str:
+    """``value`` as HDF5 can store it (UTF-8): text that came from the command line or a path under a
+    non-UTF-8 locale (``LC_ALL=C``) holds its bytes as surrogates, which are decoded back as UTF-8
+    here (any byte that is not UTF-8 is kept as a ``\\xNN`` escape)."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def strings_crc(values: Sequence[str | bytes]) -> int:
     """The ``crc32`` attribute of a string dataset: over the UTF-8 values, each followed by NUL."""
     crc = 0
@@ -231,7 +242,8 @@ def write_group_file(path: Path, modality: str, encoder: str, src: RowSource, at
         g.attrs["frame_dim"] = src.frame_dim if src.frame_dim is not None else -1
         g.attrs["frame_dtype"] = src.frame_dtype
         for k, v in attrs.items():
-            g.attrs[k] = v if isinstance(v, (str, int, float, bool)) else json.dumps(v, default=str)
+            g.attrs[k] = h5_text(v) if isinstance(v, str) else v if isinstance(v, (int, float, bool)) \
+                else json.dumps(v, default=str)
 
 
 def root_attrs(table: UtteranceTable, shard: str | None = None) -> dict[str, Any]:

@@ -16,12 +16,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import h5py
 
+from erc.features.groupfile import h5_text
+
 RECORD_ATTR = "members"
+
+
+def real_root(cache: Path) -> Path:
+    """The root file itself: a symlinked ``cache`` resolved to its target, so that the group files
+    are written and looked for beside the target (a writer would otherwise replace the link by a
+    root whose files lie beside the link)."""
+    cache = Path(cache)
+    return Path(os.path.realpath(cache)) if cache.is_symlink() else cache
 
 
 def digest(path: Path) -> str:
@@ -33,7 +44,7 @@ def digest(path: Path) -> str:
 def entry(cache: Path, fname: str) -> dict[str, Any]:
     """The record of one linked file (``fname`` relative to the root's folder)."""
     path = cache.parent / fname
-    return {"file": fname, "size": path.stat().st_size, "sha256": digest(path)}
+    return {"file": h5_text(fname), "size": path.stat().st_size, "sha256": digest(path)}
 
 
 def read_record(attrs: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -71,7 +82,7 @@ def locate(cache: Path, fname: str, rec: dict[str, Any] | None) -> tuple[Path | 
         return None, (f"its file {fname} is missing beside {cache.name} (a cache is {cache.name} together with "
                       f"its folder {cache.name}.groups/); restore the folder or re-extract the group with --force")
     if rec is not None:
-        if rec.get("file") != fname:
+        if rec.get("file") != h5_text(fname):
             return None, f"the root links {fname}, but recorded {rec.get('file')} (the root was edited or damaged)"
         size = where.stat().st_size
         if int(rec.get("size", -1)) != size:
@@ -126,7 +137,7 @@ def complete(cache: Path, links: dict[str, tuple[str, str]], record: dict[str, d
     out: dict[str, dict[str, Any]] = {}
     for path, (fname, _) in links.items():
         rec = record.get(path)
-        if rec is not None and rec.get("file") == fname:
+        if rec is not None and rec.get("file") == h5_text(fname):
             out[path] = rec
         elif fname and beside(cache, fname) is not None and (cache.parent / fname).is_file():
             out[path] = entry(cache, fname)

@@ -124,7 +124,7 @@ class FeatureCache:
                 self.broken[path] = f"cannot be opened ({e})"
             return
         fname = link.filename
-        where, why = members.locate(self.path, fname, self.record.get(path))
+        where, why = members.locate(members.real_root(self.path), fname, self.record.get(path))
         if why is None and where is not None:
             try:
                 if fname not in self._files:

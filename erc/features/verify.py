@@ -111,7 +111,7 @@ def _verify_files(cache: FeatureCache) -> list[str]:
     seen: dict[str, str | None] = {}
     for path, fname in sorted(cache.member_files.items()):
         if fname not in seen:
-            seen[fname] = members.digest_problem(cache.path, fname, cache.record.get(path))
+            seen[fname] = members.digest_problem(members.real_root(cache.path), fname, cache.record.get(path))
         if seen[fname]:
             problems.append(f"{path.removeprefix('features/')}: {seen[fname]}")
     return problems

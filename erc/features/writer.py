@@ -43,7 +43,7 @@ class CacheWriter:
     """
 
     def __init__(self, path: Path, table: UtteranceTable, overwrite: bool = False, shard: str | None = None) -> None:
-        self.path, self.table, self.shard = Path(path), table, shard
+        self.path, self.table, self.shard = members.real_root(Path(path)), table, shard
         self.lock = CacheLock(self.path)
         with disk_errors(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
