@@ -104,3 +104,77 @@ def test_a_non_ascii_out_under_a_c_locale_is_written(tmp_path):
     assert (tmp_path / "caché.h5").is_file()
     with FeatureCache(tmp_path / "caché.h5") as cache:
         assert "--out 'caché.h5'" in cache.group("audio", "mel").attrs["command"]
+
+
+# ---- manifests ---------------------------------------------------------------------------------
+CLEAN = [f"t{i},t{i}u{j},{j},{'AB'[j]},line {j} of {i},{('joy', 'anger')[(i + j) % 2]},train"
+         for i in range(5) for j in range(2)] + ["v1,v1u0,0,A,fine,joy,dev", "s1,s1u0,0,B,bad,anger,test"]
+
+
+def _csv(tmp: Path, header: str, rows: list[str]) -> Path:
+    path = tmp / "m.csv"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def _extract_text(manifest: Path, *more: str):  # noqa: ANN202
+    return run_erc_here("extract", "--dataset", "manifest", "--root", str(manifest), "--text", "minilm",
+                        "--audio", "none", "--video", "none", "--quiet", *more, cwd=manifest.parent)
+
+
+def test_a_jsonl_row_after_the_first_without_a_required_key_is_one_line(tmp_path):
+    import json
+
+    rows = [{"dialogue_id": "d1", "utterance_id": "u1", "text": "hi", "label": "joy", "split": "train"},
+            {"dialogue_id": "d1", "text": "oh", "label": "joy", "split": "train"}]
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert_one_line_error(_extract_text(path), "row 2 lacks required key(s): utterance_id")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]
+
+
+@pytest.mark.parametrize("column,want", [("Label", "label"), ("Text", "text"), ("Split", "split"),
+                                         ("Utterance ID", "utterance_id")])
+def test_a_known_column_in_another_case_is_refused_naming_the_right_one(tmp_path, column, want):
+    header = HEADER.replace(want, column)
+    res = _extract_text(_csv(tmp_path, header, CLEAN))
+    assert_one_line_error(res, f"column {column!r}", f"erc reads {want!r}")
+
+
+def test_an_unknown_column_is_one_warning_and_strict_refuses_it(tmp_path):
+    from erc.extract.datasets.manifest import load_manifest
+    from erc.extract.preflight import preflight
+
+    path = _csv(tmp_path, HEADER + ",mood,notes", [r + ",x,y" for r in CLEAN])
+    warnings = preflight(load_manifest(path, {}), ["text"])
+    assert len(warnings) == 1 and warnings[0].startswith("2 column(s) of m.csv are not read by erc: mood, notes")
+    assert_one_line_error(_extract_text(path, "--strict"), "--strict", "mood")
+
+
+def test_labels_and_ids_differing_only_in_unicode_normalisation_are_one_value(tmp_path):
+    import unicodedata
+
+    from erc.extract.datasets.manifest import load_manifest
+    from erc.extract.preflight import preflight
+
+    composed, decomposed = "col\u00e8re", unicodedata.normalize("NFD", "col\u00e8re")
+    assert composed != decomposed
+    rows = [r.replace("anger", composed if k % 2 else decomposed) for k, r in enumerate(CLEAN)]
+    corpus = load_manifest(_csv(tmp_path, HEADER, rows), {})
+    assert corpus.labels == sorted(["joy", composed])
+    warnings = preflight(corpus, ["text"])
+    assert len(warnings) == 1 and "not in Unicode normal form NFC" in warnings[0], warnings
+    twins = CLEAN + [f"x1,{unicodedata.normalize('NFD', 'é1')},0,A,a,joy,train", "x1,\u00e91,1,B,b,joy,train"]
+    assert_one_line_error(_extract_text(_csv(tmp_path, HEADER, twins)), "duplicate utterance_id", "\u00e91")
+
+
+def test_duplicate_turns_in_a_dialogue_warn_with_counts_and_strict_refuses_them(tmp_path):
+    from erc.extract.datasets.manifest import load_manifest
+    from erc.extract.preflight import preflight
+
+    rows = CLEAN + ["t0,t0u2,1,A,again,joy,train", "t1,t1u2,0,B,again,anger,train"]
+    path = _csv(tmp_path, HEADER, rows)
+    warnings = preflight(load_manifest(path, {}), ["text"])
+    assert warnings == ["2 dialogue(s) number a turn more than once (kept in file order): "
+                        "t0 (turn 1 x2), t1 (turn 0 x2)"], warnings
+    assert_one_line_error(_extract_text(path, "--strict"), "--strict", "number a turn more than once")
