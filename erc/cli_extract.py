@@ -71,7 +71,10 @@ def extract(
         raise UserError("nothing to extract: --text, --audio and --video are all none")
     corpus = load_dataset(dataset, root, settings["dataset"])
     part = parse_shard(shard)
-    warnings = preflight(corpus, [e.modality for e in encoders], strict, allow_missing_media)
+    read = {e.modality: float(getattr(e.config, "max_seconds", 0) or 0) for e in encoders}
+    warnings = preflight(corpus, [e.modality for e in encoders], strict, allow_missing_media, max_seconds=read)
+    for enc in encoders:  # weights there, settings the model can take: before any file is written
+        enc.check()
     out = real_root(out or shard_cache_path(default_cache_path(dataset), part))  # a symlink: its target
     command = "erc extract " + shlex.join(_canonical_args(dataset, root, text, audio, video, set_, out))
     leader = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 speaks

@@ -178,3 +178,54 @@ def test_duplicate_turns_in_a_dialogue_warn_with_counts_and_strict_refuses_them(
     assert warnings == ["2 dialogue(s) number a turn more than once (kept in file order): "
                         "t0 (turn 1 x2), t1 (turn 0 x2)"], warnings
     assert_one_line_error(_extract_text(path, "--strict"), "--strict", "number a turn more than once")
+
+
+# ---- settings the model cannot take, models that cannot be loaded ------------------------------
+def test_a_text_max_length_beyond_the_models_positions_is_one_line_before_any_work(tmp_path):
+    path = _csv(tmp_path, HEADER, CLEAN)
+    res = _extract_text(path, "--set", "text.max_length=1000000000")
+    assert_one_line_error(res, "text.max_length=1000000000", "512 token positions")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
+
+
+def test_position_limit_takes_the_smaller_of_positions_and_the_tokenizers_limit():
+    from erc.extract.encoders.limits import position_limit
+
+    assert position_limit(514, 512) == 512  # RoBERTa
+    assert position_limit(512, 1e30) == 512  # a tokenizer without a limit
+    assert position_limit(None, None) is None
+
+
+@pytest.mark.parametrize("hf_home", ["", "file"])
+def test_a_download_that_cannot_happen_is_one_line_naming_the_model(tmp_path, hf_home):
+    import os
+    import subprocess
+    import sys
+
+    from tests.cli_utils import ROOT, Result
+
+    path = _csv(tmp_path, HEADER, CLEAN)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT),
+               HF_HOME=str(tmp_path / "m.csv" / "hf") if hf_home else str(tmp_path / "hf"))
+    proc = subprocess.run([sys.executable, "-m", "erc.cli", "extract", "--dataset", "manifest", "--root", str(path),
+                           "--text", "org-that-is-not/cached-model", "--set", "text.download=true", "--audio", "none",
+                           "--video", "none", "--quiet", "--out", str(tmp_path / "o.h5"), "--device", "cpu"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert_one_line_error(Result(proc.returncode, proc.stdout, proc.stderr),
+                          "text encoder 'org-that-is-not/cached-model': the model cannot be loaded",
+                          "NotADirectoryError" if hf_home else "OSError")
+
+
+def test_media_longer_than_the_encoders_max_seconds_warn_with_counts(tmp_path):
+    from erc.extract.datasets.manifest import load_manifest
+    from erc.extract.preflight import preflight
+
+    manifest = _audio_manifest(tmp_path, tone(3.0))  # u2 lasts 3 s, the others 0.5 s
+    corpus = load_manifest(manifest, {})
+    assert not [w for w in preflight(corpus, ["audio"], max_seconds={"audio": 30.0}) if "max_seconds" in w]
+    warnings = [w for w in preflight(corpus, ["audio"], max_seconds={"audio": 1.0}) if "max_seconds" in w]
+    assert warnings == ["1 utterance(s) have audio longer than the encoder's max_seconds=1; only their first 1 s "
+                        "are encoded (--set audio.max_seconds=0 reads all): u2 (3 s)"], warnings
+    res = run_erc_here("extract", "--dataset", "manifest", "--root", str(manifest), "--text", "none", "--audio", "mel",
+                       "--video", "none", "--set", "audio.max_seconds=1", "--out", "c.h5", "--quiet", cwd=tmp_path)
+    assert res.code == 0 and "warning: 1 utterance(s) have audio longer than the encoder's max_seconds=1" in res.err
