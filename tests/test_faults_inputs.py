@@ -96,14 +96,23 @@ def test_a_symlinked_out_writes_the_cache_at_its_target_and_keeps_the_link(tmp_p
         assert res.code == 0 and "OK" in res.out, res.out + res.err
 
 
-def test_a_non_ascii_out_under_a_c_locale_is_written(tmp_path):
-    manifest = _audio_manifest(tmp_path, tone(0.5))
-    out = "cach\udcc3\udca9.h5"  # how Python decodes the argument "caché.h5" under LC_ALL=C
-    res = _extract_audio(manifest, out, cwd=tmp_path)
+def test_non_ascii_paths_under_a_c_locale_are_written(tmp_path):
+    folder = tmp_path / "dónde"
+    folder.mkdir()
+    manifest = _audio_manifest(folder, tone(0.5))
+    manifest.rename(folder / "métro.csv")
+    (folder / "u1.wav").unlink()  # its status names the path: "missing: ... dónde/u1.wav"
+    def as_c(path: str) -> str:  # how Python decodes an argument under LC_ALL=C: non-ASCII bytes as surrogates
+        return path.encode().decode("ascii", "surrogateescape")
+
+    res = run_erc_here("extract", "--dataset", "manifest", "--root", as_c(str(folder / "métro.csv")), "--text", "none",
+                       "--audio", "mel", "--video", "none", "--out", as_c("caché.h5"), "--quiet", "--device", "cpu",
+                       cwd=tmp_path)
     assert res.code == 0, res.out + res.err
-    assert (tmp_path / "caché.h5").is_file()
     with FeatureCache(tmp_path / "caché.h5") as cache:
         assert "--out 'caché.h5'" in cache.group("audio", "mel").attrs["command"]
+        assert "dónde/u1.wav" in cache.status("audio", "mel")[1]
+        assert cache.dataset == "métro"
 
 
 # ---- manifests ---------------------------------------------------------------------------------

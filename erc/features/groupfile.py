@@ -146,6 +146,7 @@ def write_checked(g: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset:
 def write_strings(g: h5py.Group, name: str, values: Sequence[str]) -> h5py.Dataset:
     """Variable-length UTF-8 strings with a ``crc32`` attribute over their contents (HDF5 takes no
     filter, so no fletcher32, on variable-length data)."""
+    values = [h5_text(v) for v in values]  # paths in statuses may hold a C locale's surrogates
     n = len(values)
     ds = g.create_dataset(name, shape=(n,), dtype=STR, chunks=(max(1, min(n, STR_CHUNK)),),
                           maxshape=(None,) if n == 0 else None)

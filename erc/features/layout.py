@@ -24,7 +24,7 @@ from typing import Any
 import h5py
 
 from erc.features.atomic import fsync_dir, fsync_file, replace_with, temp_path
-from erc.features.groupfile import new_h5
+from erc.features.groupfile import h5_text, new_h5
 from erc.features.schema import group_path, members_dir
 
 Links = dict[str, tuple[str, str]]
@@ -91,7 +91,7 @@ def write_root(cache: Path, attrs: dict[str, Any], links: Links) -> None:
     def build(tmp: Path) -> None:
         with new_h5(tmp) as h5:
             for k, v in attrs.items():
-                h5.attrs[k] = v
+                h5.attrs[k] = h5_text(v) if isinstance(v, str) else v
             for path in sorted(links):
                 fname, target = links[path]
                 h5[path] = h5py.ExternalLink(fname, target)
