@@ -39,6 +39,7 @@ def test_a_wav_holding_nan_or_inf_is_stored_as_failed_non_finite_input(tmp_path,
     res = run_erc_here("extract", "--dataset", "manifest", "--root", str(manifest), "--text", "none",
                        "--audio", "mel", "--video", "none", "--out", str(out), "--quiet", "--device", "cpu")
     assert res.code == 0, res.out + res.err
+    assert "1 x failed: non-finite input  (e.g. u2)" in res.err, res.err  # counted among the failed
     with FeatureCache(out) as cache:
         status = cache.status("audio", "mel")
         assert status[2] == "failed: non-finite input" and status.count("ok") == 3, status

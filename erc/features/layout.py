@@ -7,6 +7,9 @@ that group's file, then a new root (a few KB) that is renamed over the old one: 
 copied, and a kill at any moment leaves the old root or the new one, both complete. Group files
 that no root links any more are deleted by the writer that holds the lock.
 
+The root records the name, size and SHA-256 of every file it links (:mod:`erc.features.members`),
+so a file replaced, copied in from another cache or deleted is named on open instead of being read.
+
 A cache written by an erc before this layout (one file holding everything) is adopted on its first
 commit: the old file is hard-linked into ``<cache>.groups/`` (copied where hard links are not
 supported) and the new root links to the groups inside it.
