@@ -155,9 +155,10 @@ def test_an_unknown_column_is_one_warning_and_strict_refuses_it(tmp_path):
     from erc.extract.datasets.manifest import load_manifest
     from erc.extract.preflight import preflight
 
-    path = _csv(tmp_path, HEADER + ",mood,notes", [r + ",x,y" for r in CLEAN])
+    path = _csv(tmp_path, HEADER + ",mood,Emotion", [r + ",x,y" for r in CLEAN])
     warnings = preflight(load_manifest(path, {}), ["text"])
-    assert len(warnings) == 1 and warnings[0].startswith("2 column(s) of m.csv are not read by erc: mood, notes")
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "2 column(s) of m.csv are not read by erc: mood, Emotion (is it label?)"), warnings
     assert_one_line_error(_extract_text(path, "--strict"), "--strict", "mood")
 
 

@@ -32,6 +32,9 @@ from erc.extract.datasets.iemocap import LABELS6 as IEMOCAP_LABELS
 from erc.extract.datasets.meld import MELD_LABELS
 
 REQUIRED = ("dialogue_id", "utterance_id", "text")
+ALIASES = {"emotion": "label", "emotions": "label", "class": "label", "utterance": "text", "transcript": "text",
+           "sentence": "text", "dialog_id": "dialogue_id", "conversation_id": "dialogue_id", "speaker_id": "speaker",
+           "wav": "audio", "audio_path": "audio", "video_path": "video", "clip": "video"}  # said in the warning
 COLUMNS = ("dialogue_id", "utterance_id", "turn", "speaker", "text", "label", "split", "audio", "video", "start",
            "end", "video_region")
 DEFAULT_SPLIT = "test"  # rows without a split column: data to be predicted
@@ -153,7 +156,8 @@ def _check_columns(rows: list[dict[str, object]], path: Path) -> list[str]:
         if missing:
             raise UserError(f"manifest {path} row {i + 1} lacks required key(s): {', '.join(missing)} "
                             f"(every row needs {', '.join(REQUIRED)})")
-    unknown = [c for c in columns if c not in COLUMNS]
+    unknown = [c + (f" (is it {ALIASES[c.casefold()]}?)" if c.casefold() in ALIASES else "")
+               for c in columns if c not in COLUMNS]
     warnings = []
     if unknown:
         warnings.append(f"{len(unknown)} column(s) of {path.name} are not read by erc: {examples(unknown)} "
