@@ -104,6 +104,13 @@ def cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "erc") / "kernels"
 
 
+def check_cache() -> None:
+    """Before any work: UserError when a kernel may run and its cache folder is writable by other
+    users (what :func:`build` refuses later, in the first forward pass)."""
+    if any(enabled(k) for k in ("scan", "attention")) and _compiler() is not None:
+        trust.make_private(cache_dir())
+
+
 def build(name: str, flags: list[str]) -> ctypes.CDLL:
     """Compile ``kernels/<name>.c`` with ``flags`` (unless a build with the same key exists) and load it.
 
