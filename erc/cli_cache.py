@@ -63,13 +63,14 @@ def verify(path: Path = typer.Argument(..., help="A feature cache (.h5).")) -> N
     """Read every byte against its checksum; check counts, shapes, offsets and NaN/Inf. Exit 1
     when anything is wrong, naming the first damaged rows of each dataset."""
     from erc.features.reader import FeatureCache
-    from erc.features.verify import unchecksummed, verify_cache
+    from erc.features.verify import unchecksummed, unrecorded, verify_cache
 
     with FeatureCache(path, allow_partial=True) as cache:
         problems = verify_cache(cache)
         groups = len(cache.group_paths())
         n = len(cache)
         bare = [] if problems else unchecksummed(cache)
+        loose = [] if problems else unrecorded(cache)
         part = f"part {cache.shard} of a sharded extraction, " if cache.shard else ""
     if problems:
         for p in problems:
@@ -79,6 +80,9 @@ def verify(path: Path = typer.Argument(..., help="A feature cache (.h5).")) -> N
     if bare:
         print(f"note: {len(bare)} datasets were written without checksums by an older erc (e.g. {bare[0]}); "
               "their bytes were read but cannot be checked (re-extract with --force to add checksums)")
+    if loose:
+        print(f"note: the root records no size or checksum of {len(loose)} of its files (an older erc; e.g. "
+              f"{loose[0]}); the next extraction into this cache records them")
     print(f"{path}: OK ({part}{n} utterances, {groups} feature groups, every byte read)")
 
 

@@ -57,6 +57,7 @@ def extract(
     from erc.device import resolve_device
     from erc.extract.run import RunConfig
     from erc.extract.summary import print_summary, run_with_progress
+    from erc.features.members import real_root
     from erc.features.schema import default_cache_path
     from erc.train.outputs import refuse_inputs
 
@@ -72,8 +73,11 @@ def extract(
         raise UserError("nothing to extract: --text, --audio and --video are all none")
     corpus = load_dataset(dataset, root, settings["dataset"])
     part = parse_shard(shard)
-    warnings = preflight(corpus, [e.modality for e in encoders], strict, allow_missing_media)
-    out = out or shard_cache_path(default_cache_path(dataset), part)
+    read = {e.modality: float(getattr(e.config, "max_seconds", 0) or 0) for e in encoders}
+    warnings = preflight(corpus, [e.modality for e in encoders], strict, allow_missing_media, max_seconds=read)
+    for enc in encoders:  # weights there, settings the model can take: before any file is written
+        enc.check()
+    out = real_root(out or shard_cache_path(default_cache_path(dataset), part))  # a symlink: its target
     if root is not None:
         refuse_inputs(out, [Path(root)], "--out")  # e.g. --out my_corpus.csv: the manifest would be overwritten
     command = "erc extract " + shlex.join(_canonical_args(dataset, root, text, audio, video, set_, out))

@@ -233,3 +233,20 @@ def test_a_flipped_byte_in_a_string_column_fails_its_crc(tmp_path):
         with pytest.raises(CacheCorrupt, match="status fails its checksum"):
             cache.status("audio", "fake")
         np.testing.assert_array_equal(cache.present("audio", "fake")[:2], [False, False])
+
+
+def test_a_deleted_group_file_stops_train_head_even_with_a_lookalike_in_the_current_folder(tmp_path, erc_main,
+                                                                                          monkeypatch):
+    corpus = fake_corpus(tmp_path, n_dialogues=30)
+    out = tmp_path / "a" / "c.h5"
+    extract(corpus, [FakeAudioEncoder(FakeConfig(dim=16))], out, RunConfig(device="cpu"), "x")
+    decoy = tmp_path / "cwd"
+    decoy.mkdir()
+    shutil.copytree(out.with_name("c.h5.groups"), decoy / "c.h5.groups")  # what HDF5 would have found
+    next(p for p in member_files(out) if p.name.startswith("audio__fake")).unlink()
+    monkeypatch.chdir(decoy)
+    res = erc_main("train-head", "--model", "gru", "--features", str(out), "--modalities", "a", "--epochs", "1",
+                   "--seeds", "1", "--out", str(tmp_path / "run"))
+    assert_one_line_error(res, "audio/fake cannot be read", "missing beside c.h5")
+    res = erc_main("cache", "verify", str(out))
+    assert res.code == 1 and "FAIL audio/fake: its file" in res.out, res.out

@@ -73,3 +73,37 @@ def test_loading_a_kernel_leaves_denormal_floats_alone(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=True)
     before, after = map(float, out.stdout.split())
     assert before == pytest.approx(2e-40) and after == before
+
+
+def test_a_kernel_cache_writable_by_other_users_is_refused_with_one_line(tmp_path, monkeypatch) -> None:
+    from erc.errors import UserError
+
+    if ckernels._compiler() is None:
+        pytest.skip("no C compiler: no kernel is built or loaded")
+    monkeypatch.setattr(ckernels, "_libs", {})
+    monkeypatch.setenv("ERC_CACHE_DIR", str(tmp_path / "erc"))
+    (tmp_path / "erc" / "kernels").mkdir(parents=True)
+    for folder, mode in ((tmp_path / "erc" / "kernels", 0o777), (tmp_path / "erc", 0o775)):
+        folder.chmod(mode)
+        with pytest.raises(UserError, match=f"{folder} is writable by other users"):
+            cscan.available()  # refused, not worked around with a warning
+        with pytest.raises(UserError, match=f"{folder} is writable by other users"):
+            ckernels.check_cache()  # what a command can ask before any work
+        folder.chmod(0o700)
+
+
+def test_a_library_that_is_not_the_one_built_is_built_again_before_loading(tmp_path, monkeypatch) -> None:
+    if ckernels._compiler() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("ERC_CACHE_DIR", str(tmp_path))
+    ckernels.build("token_attention", cattention.FLAGS)
+    (lib,) = (tmp_path / "kernels").glob("token_attention-*.so")
+    good = lib.read_bytes()
+    lib.write_bytes(good[:-100] + b"\0" * 100)  # replaced or damaged after its build
+    ckernels.build("token_attention", cattention.FLAGS)
+    assert lib.read_bytes() == good  # the stamp's hash did not match: rebuilt, then loaded
+    stamp = lib.with_name(lib.name + ".json")
+    stamp.unlink()  # a library without a stamp (an older erc's): rebuilt too
+    mtime = lib.stat().st_mtime_ns
+    ckernels.build("token_attention", cattention.FLAGS)
+    assert stamp.is_file() and lib.stat().st_mtime_ns != mtime

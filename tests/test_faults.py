@@ -312,6 +312,28 @@ def test_a_corrupt_metrics_json_is_one_line_under_report(finished_run, tmp_path)
     user_error(run_erc_here("report", str(tmp_path / "runs"), cwd=tmp_path), "metrics.json", "cannot be read")
 
 
+@pytest.mark.parametrize("split,key,value,why", [
+    ("test", "weighted_f1", 15, "test weighted_f1 is 15, outside [0, 1]"),
+    ("test", "weighted_f1", "0.71", "test weighted_f1 is '0.71', not a number"),
+    ("dev", "accuracy", "high", "dev accuracy is 'high', not a number"),
+    ("test", "weighted_f1", True, "test weighted_f1 is True, not a number"),
+])
+def test_a_metrics_json_with_a_wrong_score_is_not_a_result_with_the_reason(finished_run, tmp_path, split, key,
+                                                                          value, why):
+    runs = tmp_path / "runs"
+    for name in ("good", "edited"):
+        shutil.copytree(finished_run, runs / name)
+    path = runs / "edited" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics[split][key] = value
+    path.write_text(json.dumps(metrics))
+    res = run_erc_here("report", str(runs), cwd=tmp_path)
+    assert res.code == 0 and "Traceback" not in res.err, res.err
+    report = (runs / "report.md").read_text()
+    assert "1 runs." in report and f"`{runs / 'edited'}`: metrics.json: {why}" in report, report
+    assert "1500" not in report and "1500" not in (runs / "report.csv").read_text()
+
+
 def test_report_leaves_out_unfinished_and_diverged_runs(finished_run, tmp_path):
     runs = tmp_path / "runs"
     for name in ("good", "unfinished", "diverged"):

@@ -8,7 +8,8 @@ in seconds instead of yielding a cache of zeros:
 - doubtful values (:func:`erc.extract.datasets.checks.corpus_warnings`) and, when audio or video
   is extracted, annotated clip spans that are empty or longer than :data:`LONG_SPAN`, media
   segments that lie outside their file, and clips whose length disagrees with the annotations
-  by more than :data:`CLIP_MARGIN` seconds: one warning line each (errors with ``--strict``).
+  by more than :data:`CLIP_MARGIN` seconds, and media longer than what the encoder reads
+  (``max_seconds``): one warning line each (errors with ``--strict``).
 
 Only file headers are read (no decoding); each file once, on a few threads.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from erc.corpus import Corpus, Utterance
 from erc.errors import MediaError, UserError
@@ -30,6 +31,7 @@ SPAN_MARGIN = 1.0  # seconds a segment's end may pass the end of its file (round
 CLIP_MARGIN = 2.0  # seconds a clip's length may differ from the annotations' StartTime-EndTime
 LONG_SPAN = 60.0  # seconds: an annotated clip span longer than this is a scene, not an utterance
 PROBE_THREADS = 8
+LONG_MARGIN = 0.5  # seconds media may pass an encoder's max_seconds before a warning (rounding)
 
 
 def _path(u: Utterance, modality: str) -> str | None:
@@ -151,16 +153,48 @@ def check_segments(corpus: Corpus, modalities: list[str]) -> list[str]:
     return out
 
 
+def check_long_media(corpus: Corpus, max_seconds: Mapping[str, float]) -> list[str]:
+    """Warnings for utterances whose media are longer than their encoder's ``max_seconds`` (an
+    encoder reads only the first ``max_seconds`` of each): counts and the longest examples. A
+    segment with an end is measured from its annotations; other files from their headers."""
+    out = []
+    for m, limit in max_seconds.items():
+        if m not in MEDIA or not limit or limit <= 0:
+            continue
+        lengths: dict[str, float] = {}
+        probe: list[tuple[Utterance, str, float]] = []
+        for u in corpus.utterances:
+            path = _path(u, m)
+            start, end = u.segment(m)
+            if path and end is not None:
+                lengths[u.utterance_id] = end - (start or 0.0)
+            elif path:
+                probe.append((u, path, start or 0.0))
+        exists = _exists(p for _, p, _ in probe)
+        total = _durations(p for p, ok in exists.items() if ok)
+        for u, path, start in probe:
+            if total.get(path) is not None:
+                lengths[u.utterance_id] = total[path] - start  # type: ignore[operator]
+        long = sorted((uid for uid, s in lengths.items() if s > limit + LONG_MARGIN), key=lambda uid: -lengths[uid])
+        if long:
+            shown = examples(f"{uid} ({lengths[uid]:.0f} s)" for uid in long)
+            out.append(f"{len(long)} utterance(s) have {m} longer than the encoder's max_seconds={limit:g}; only their "
+                       f"first {limit:g} s are encoded (--set {m}.max_seconds=0 reads all): {shown}")
+    return out
+
+
 def preflight(corpus: Corpus, modalities: Iterable[str], strict: bool = False,
-              allow_missing_media: bool = False) -> list[str]:
+              allow_missing_media: bool = False, max_seconds: Mapping[str, float] | None = None) -> list[str]:
     """Run every check on ``corpus`` for the media ``modalities`` in use; return the warnings
-    (one line each). Errors, and with ``strict`` any warning, raise a UserError."""
+    (one line each). Errors, and with ``strict`` any warning, raise a UserError. ``max_seconds``:
+    per modality, how much of each utterance's media its encoder reads (0: all)."""
     media = [m for m in modalities if m in MEDIA]
     check_strings(corpus)
     warnings = check_missing(corpus, media, allow_missing_media)
     warnings += corpus_warnings(corpus)
     if media:  # what concerns the clips only when audio or video is extracted
         warnings += check_spans(corpus) + check_segments(corpus, media)
+        warnings += check_long_media(corpus, {m: s for m, s in (max_seconds or {}).items() if m in media})
     if strict and warnings:
         more = f" (and {len(warnings) - 1} more)" if len(warnings) > 1 else ""
         raise UserError(f"--strict: {warnings[0]}{more}")

@@ -20,6 +20,7 @@ import numpy as np
 from erc.corpus import Corpus, Utterance
 from erc.device import is_cuda, resolve_device
 from erc.errors import MediaError, MediaMissing
+from erc.extract import nonfinite
 from erc.extract.dist import Ranks, device_name, from_env, rank_device
 from erc.extract.encoders.base import Encoded, Encoder
 from erc.extract.plan import dialogue_positions, plan_batches, plan_with_costs, split_batches
@@ -85,14 +86,17 @@ def utterance_table(corpus: Corpus) -> UtteranceTable:
 
 def _prepare_batch(encoder: Encoder, corpus_rows: list[tuple[list[Utterance], int]],
                    rows: list[int]) -> tuple[list[int], list[Any], list[str]]:
-    """Decode one batch on a worker thread: (rows, items or None, status per row)."""
+    """Decode one batch on a worker thread: (rows, items or None, status per row). An item holding
+    NaN / Inf is not encoded: its status is ``failed: non-finite input``."""
     items: list[Any] = []
     status: list[str] = []
     for r in rows:
         dialogue, pos = corpus_rows[r]
         try:
-            items.append(encoder.prepare(dialogue, pos))
-            status.append("ok")
+            item = encoder.prepare(dialogue, pos)
+            bad = nonfinite.non_finite(item)
+            items.append(None if bad else item)
+            status.append(nonfinite.INPUT if bad else "ok")
         except MediaMissing as e:
             items.append(None)
             status.append(f"missing: {e}")
@@ -106,7 +110,8 @@ def _prepare_batch(encoder: Encoder, corpus_rows: list[tuple[list[Utterance], in
 
 
 def _encode_batch(encoder: Encoder, items: list[Any], status: list[str]) -> list[Encoded | None]:
-    """Encode the ok items together; if the batch fails, retry one by one to isolate the bad one."""
+    """Encode the ok items together; if the batch fails, retry one by one to isolate the bad one.
+    An output holding NaN / Inf is dropped with the status ``failed: non-finite output``."""
     idx = [i for i, s in enumerate(status) if s == "ok"]
     out: list[Encoded | None] = [None] * len(items)
     if not idx:
@@ -120,6 +125,10 @@ def _encode_batch(encoder: Encoder, items: list[Any], status: list[str]) -> list
                 out[i] = encoder.encode([items[i]])[0]
             except Exception as e:  # noqa: BLE001
                 status[i] = f"failed: encoder error: {type(e).__name__}: {e}"
+    for i in idx:
+        if out[i] is not None and not nonfinite.check_output(out[i]):
+            out[i] = None
+            status[i] = nonfinite.OUTPUT
     return out
 
 

@@ -106,6 +106,17 @@ def group_bytes(src: RowSource) -> int:
     return int(data * 1.02) + (1 << 20)
 
 
+def h5_text(value: str) -> str:
+    """``value`` as HDF5 can store it (UTF-8): text that came from the command line or a path under a
+    non-UTF-8 locale (``LC_ALL=C``) holds its bytes as surrogates, which are decoded back as UTF-8
+    here (any byte that is not UTF-8 is kept as a ``\\xNN`` escape)."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def strings_crc(values: Sequence[str | bytes]) -> int:
     """The ``crc32`` attribute of a string dataset: over the UTF-8 values, each followed by NUL."""
     crc = 0
@@ -135,6 +146,7 @@ def write_checked(g: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset:
 def write_strings(g: h5py.Group, name: str, values: Sequence[str]) -> h5py.Dataset:
     """Variable-length UTF-8 strings with a ``crc32`` attribute over their contents (HDF5 takes no
     filter, so no fletcher32, on variable-length data)."""
+    values = [h5_text(v) for v in values]  # paths in statuses may hold a C locale's surrogates
     n = len(values)
     ds = g.create_dataset(name, shape=(n,), dtype=STR, chunks=(max(1, min(n, STR_CHUNK)),),
                           maxshape=(None,) if n == 0 else None)
@@ -206,10 +218,12 @@ def _write_frames(g: h5py.Group, src: RowSource) -> None:
 
 
 def write_group_file(path: Path, modality: str, encoder: str, src: RowSource, attrs: dict[str, Any],
-                     partial: bool = False) -> None:
+                     partial: bool = False, owner: dict[str, Any] | None = None) -> None:
     """Write group ``features/<modality>/<encoder>`` from ``src`` into a new HDF5 file ``path``
-    (``partial``: a ``--shard`` part, which also records ``rows``)."""
+    (``partial``: a ``--shard`` part, which also records ``rows``). ``owner``: the file attributes
+    naming the cache it belongs to (:func:`owner_attrs`)."""
     with new_h5(path, group_bytes(src)) as h5:
+        h5.attrs.update(owner or {})
         g = h5.create_group(group_path(modality, encoder))
         pooled = checked_dataset(g, "pooled", (src.n, src.dim), np.float32)
         if src.n and src.dim:
@@ -229,7 +243,8 @@ def write_group_file(path: Path, modality: str, encoder: str, src: RowSource, at
         g.attrs["frame_dim"] = src.frame_dim if src.frame_dim is not None else -1
         g.attrs["frame_dtype"] = src.frame_dtype
         for k, v in attrs.items():
-            g.attrs[k] = v if isinstance(v, (str, int, float, bool)) else json.dumps(v, default=str)
+            g.attrs[k] = h5_text(v) if isinstance(v, str) else v if isinstance(v, (int, float, bool)) \
+                else json.dumps(v, default=str)
 
 
 def root_attrs(table: UtteranceTable, shard: str | None = None) -> dict[str, Any]:
@@ -241,10 +256,17 @@ def root_attrs(table: UtteranceTable, shard: str | None = None) -> dict[str, Any
     return out
 
 
+def owner_attrs(table: UtteranceTable) -> dict[str, Any]:
+    """The file attributes of every file of a cache: the manifest hash and utterance count of the
+    cache it belongs to (:mod:`erc.features.members` checks them on every open)."""
+    return {"manifest_hash": table.manifest_hash, "n_utterances": len(table)}
+
+
 def write_table_file(path: Path, table: UtteranceTable) -> None:
     """The ``/utterances`` table in a new HDF5 file ``path``."""
     size = sum(len(str(v)) + 16 for col in UTTERANCE_COLUMNS for v in table.columns[col])
     with new_h5(path, int(size * 1.05) + (1 << 20)) as h5:
+        h5.attrs.update(owner_attrs(table))
         g = h5.create_group("utterances")
         for col in UTTERANCE_COLUMNS:
             values = table.columns[col]

@@ -7,6 +7,9 @@ that group's file, then a new root (a few KB) that is renamed over the old one: 
 copied, and a kill at any moment leaves the old root or the new one, both complete. Group files
 that no root links any more are deleted by the writer that holds the lock.
 
+The root records the name, size and SHA-256 of every file it links (:mod:`erc.features.members`),
+so a file replaced, copied in from another cache or deleted is named on open instead of being read.
+
 A cache written by an erc before this layout (one file holding everything) is adopted on its first
 commit: the old file is hard-linked into ``<cache>.groups/`` (copied where hard links are not
 supported) and the new root links to the groups inside it.
@@ -24,7 +27,7 @@ from typing import Any
 import h5py
 
 from erc.features.atomic import fsync_dir, fsync_file, replace_with, temp_path
-from erc.features.groupfile import new_h5
+from erc.features.groupfile import h5_text, new_h5
 from erc.features.schema import group_path, members_dir
 
 Links = dict[str, tuple[str, str]]
@@ -91,7 +94,7 @@ def write_root(cache: Path, attrs: dict[str, Any], links: Links) -> None:
     def build(tmp: Path) -> None:
         with new_h5(tmp) as h5:
             for k, v in attrs.items():
-                h5.attrs[k] = v
+                h5.attrs[k] = h5_text(v) if isinstance(v, str) else v
             for path in sorted(links):
                 fname, target = links[path]
                 h5[path] = h5py.ExternalLink(fname, target)

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from erc.errors import UserError
+from erc.features import members
 from erc.features.groupfile import strings_crc
 from erc.features.schema import SCHEMA_VERSION, STR_COLUMNS, UTTERANCE_COLUMNS, group_path
 
@@ -72,43 +73,77 @@ class FeatureCache:
         try:
             self._open(allow_partial)
         except BaseException:
+            for f in getattr(self, "_files", {}).values():
+                f.close()
             self._h5.close()
             raise
 
     def _open(self, allow_partial: bool) -> None:
-        version = self._h5.attrs.get("schema_version")
+        attrs = self._h5.attrs
+        version = attrs.get("schema_version")
         self.broken: dict[str, str] = {}
         self._objects: dict[str, Any] = {}
-        self._pin("utterances")
-        if version is None or "utterances" not in self._objects:
-            why = self.broken.get("utterances")
-            raise UserError(f"{self.path} is not an erc feature cache ({why or 'no schema_version / utterances'})")
+        self._files: dict[str, h5py.File] = {}
+        self.record = members.read_record(dict(attrs))
+        self.member_files: dict[str, str] = {}  # HDF5 path -> its file, relative to the root's folder
+        if version is None:
+            raise UserError(f"{self.path} is not an erc feature cache (no schema_version)")
+        shard = attrs.get("shard")
+        self.shard = str(shard) if shard is not None else None
+        manifest = _attr(attrs.get("manifest_hash"))
+        said = attrs.get("n_utterances")
+        self._pin("utterances", manifest, int(said) if said is not None else None)
+        if "utterances" not in self._objects:
+            why = self.broken.get("utterances", "no /utterances")
+            raise UserError(f"{self.path} is not a usable erc feature cache: its utterance table: {why}")
+        if said is not None and int(said) != len(self):
+            raise UserError(f"{self.path}: the root says {int(said)} utterances, its utterance table holds "
+                            f"{len(self)}: the cache's files do not belong together; re-extract it")
         if int(version) > SCHEMA_VERSION:
             raise UserError(f"{self.path} has schema {version}; this erc reads up to {SCHEMA_VERSION}")
-        shard = self._h5.attrs.get("shard")
-        self.shard = str(shard) if shard is not None else None
         if self.shard and not allow_partial:
             raise UserError(f"{self.path} is part {self.shard} of a sharded extraction (erc extract --shard); "
                             "join all the parts first: erc cache merge OUT.h5 PART.h5 ...")
         feats = self._h5.get("features")
         for modality in sorted(feats) if feats is not None else []:
             for encoder in sorted(feats[modality]):
-                self._pin(group_path(modality, encoder))
+                self._pin(group_path(modality, encoder), manifest, len(self))
 
-    def _pin(self, path: str) -> None:
-        """Open ``path`` (following an external link) and keep it open, or record why not."""
-        try:
-            self._objects[path] = self._h5[path]
-        except (KeyError, OSError) as e:
-            link = self._h5.get(path, getlink=True)
-            if isinstance(link, h5py.ExternalLink):
-                self.broken[path] = (f"its file {link.filename} (beside {self.path.name}) is missing or unreadable: "
-                                     f"a cache is {self.path.name} together with its folder {self.path.name}.groups/")
-            elif link is not None:
+    def _pin(self, path: str, manifest: str | None, n: int | None) -> None:
+        """Open ``path`` and keep it open, or record in ``broken`` why not. A linked file is opened
+        from beside the root only (never found through HDF5's search of the current folder), after
+        the cheap checks that it is the file the root recorded, of this cache
+        (:mod:`erc.features.members`)."""
+        link = self._h5.get(path, getlink=True)
+        if link is None:
+            return
+        if not isinstance(link, h5py.ExternalLink):  # a single-file cache of an older erc
+            try:
+                self._objects[path] = self._h5[path]
+            except (KeyError, OSError) as e:
                 self.broken[path] = f"cannot be opened ({e})"
+            return
+        fname = link.filename
+        where, why = members.locate(members.real_root(self.path), fname, self.record.get(path))
+        if why is None and where is not None:
+            try:
+                if fname not in self._files:
+                    self._files[fname] = h5py.File(where, "r")
+                obj = self._files[fname][link.path]
+                why = members.owner_problem(self._files[fname], obj, fname, manifest, n, self.shard is not None)
+            except (KeyError, OSError) as e:
+                why = f"its file {fname} cannot be opened ({e})"
+        if why is not None:
+            self.broken[path] = why
+            return
+        self._objects[path] = obj
+        self.member_files[path] = fname
 
     def close(self) -> None:
         self._objects.clear()
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
         self._h5.close()
 
     def __enter__(self) -> FeatureCache:

@@ -2,7 +2,8 @@
 that cross into it from stage 1 (the utterance table and one utterance's features).
 
 ```
-/                                   attrs: schema_version, dataset, manifest_hash, labels (JSON list)
+/                                   attrs: schema_version, dataset, manifest_hash, labels (JSON list),
+                                           n_utterances, members (JSON: HDF5 path -> file, size, sha256)
 /utterances/<column>                [N]   utterance_id, dialogue_id, turn, speaker, label, split, text
 /features/<modality>/<encoder>/
     pooled                          [N, D]      float32, one vector per utterance (zeros if absent)
@@ -20,7 +21,10 @@ Rows are in the corpus's utterance order (dialogues in order, turns in order).
 
 On disk a cache is a small root file (the attributes and one HDF5 external link per group) plus one
 file per group in the folder ``<cache>.groups/`` (:mod:`erc.features.layout`); ``h5py.File(cache)``
-follows the links, so readers see the layout above. Every fixed-size dataset carries HDF5's
+follows the links, so readers see the layout above. The root's ``members`` attribute records each
+linked file's name, size and SHA-256, and every file carries the ``manifest_hash`` and
+``n_utterances`` of its cache; erc reads a linked file only from beside the root and only when it
+matches (:mod:`erc.features.members`). Every fixed-size dataset carries HDF5's
 fletcher32 checksum (per chunk); variable-length strings carry a ``crc32`` attribute over their
 contents. An extraction in progress keeps its journal in ``<cache>.parts/``
 (:mod:`erc.features.journal`) and holds the lock ``<cache>.lock`` (:mod:`erc.features.lock`).

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
+from erc.features import members
 from erc.features.groupfile import strings_crc
 from erc.features.reader import FeatureCache
 
@@ -96,11 +97,29 @@ def verify_cache(cache: FeatureCache) -> list[str]:
         problems.append(f"labels not in the cache's label list: {', '.join(bad[:5])}")
     for path, why in sorted(cache.broken.items()):
         problems.append(f"{path.removeprefix('features/')}: {why}")
+    problems += _verify_files(cache)
     for path in cache.group_paths():
         if path not in cache.broken:
             _, modality, encoder = path.split("/", 2)
             problems += _verify_group(cache, modality, encoder, n)
     return problems
+
+
+def _verify_files(cache: FeatureCache) -> list[str]:
+    """Each linked file against the SHA-256 the root recorded at its commit."""
+    problems: list[str] = []
+    seen: dict[str, str | None] = {}
+    for path, fname in sorted(cache.member_files.items()):
+        if fname not in seen:
+            seen[fname] = members.digest_problem(members.real_root(cache.path), fname, cache.record.get(path))
+        if seen[fname]:
+            problems.append(f"{path.removeprefix('features/')}: {seen[fname]}")
+    return problems
+
+
+def unrecorded(cache: FeatureCache) -> list[str]:
+    """Linked files the root holds no record of (a cache committed by an older erc)."""
+    return sorted(p.removeprefix("features/") for p in cache.member_files if p not in cache.record)
 
 
 def _verify_group(cache: FeatureCache, modality: str, encoder: str, n_cache: int) -> list[str]:

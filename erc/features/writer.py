@@ -22,12 +22,13 @@ import h5py
 import numpy as np
 
 from erc.errors import UserError
-from erc.features import layout
+from erc.features import layout, members
 from erc.features.atomic import replace_with, write_atomic
 from erc.features.faults import disk_errors
-from erc.features.groupfile import RowSource, root_attrs, write_group_file, write_table_file
+from erc.features.groupfile import RowSource, owner_attrs, root_attrs, write_group_file, write_table_file
 from erc.features.journal import JournalSource, ShardStore
 from erc.features.lock import CacheLock
+from erc.features.reader import FeatureCache
 from erc.features.schema import UtteranceTable, group_path, members_dir, parts_dir
 
 
@@ -42,7 +43,7 @@ class CacheWriter:
     """
 
     def __init__(self, path: Path, table: UtteranceTable, overwrite: bool = False, shard: str | None = None) -> None:
-        self.path, self.table, self.shard = Path(path), table, shard
+        self.path, self.table, self.shard = members.real_root(Path(path)), table, shard
         self.lock = CacheLock(self.path)
         with disk_errors(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,11 +104,11 @@ class CacheWriter:
         """True when the cache already holds this group extracted with the same config hash."""
         if not self.path.exists():
             return False
-        try:
-            with h5py.File(self.path, "r") as h5:
-                path = group_path(modality, encoder)
-                return path in h5 and str(h5[path].attrs.get("config_hash", "")) == chash
-        except (OSError, KeyError):
+        try:  # through the reader: a group whose file is missing, foreign or resized is not current
+            with FeatureCache(self.path, allow_partial=True) as cache:
+                group = cache._objects.get(group_path(modality, encoder))
+                return group is not None and str(group.attrs.get("config_hash", "")) == chash
+        except (OSError, KeyError, UserError):
             return False
 
     def journal(self, modality: str, encoder: str) -> ShardStore:
@@ -131,12 +132,15 @@ class CacheWriter:
             members_dir(self.path).mkdir(parents=True, exist_ok=True)
             member = _write_member(self.path, f"{modality}__{encoder}",
                                    lambda tmp: write_group_file(tmp, modality, encoder, source, attrs,
-                                                                partial=self.shard is not None))
-            attrs_root, links = self._links()
-            path = group_path(modality, encoder)
-            old = links.get(path)
-            links[path] = (layout.relative(self.path, member), "/" + path)
+                                                                partial=self.shard is not None,
+                                                                owner=owner_attrs(self.table)))
             try:
+                attrs_root, links = self._links()
+                path = group_path(modality, encoder)
+                old = links.get(path)
+                links[path] = (layout.relative(self.path, member), "/" + path)
+                record = members.complete(self.path, links, members.read_record(attrs_root))
+                attrs_root[members.RECORD_ATTR] = members.dump_record(record)
                 layout.write_root(self.path, attrs_root, links)
             except BaseException:
                 member.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ from erc.config import config_hash  # noqa: E402
 from erc.train.intervals import ZERO_NOTE, Comparison, compare, format_ci  # noqa: E402
 from erc.errors import UserError  # noqa: E402
 from erc.train.metrics import mean_std, summarise  # noqa: E402
+from erc.train.metrics_checks import metrics_problem  # noqa: E402
 from erc.train.outputs import check_writable_folder  # noqa: E402
 from erc.train.runs import DONE, FAILED  # noqa: E402
 
@@ -51,28 +52,27 @@ def _load(run: Path) -> dict[str, Any]:
     return {"dir": run, "metrics": metrics, "config": config, "dataset": prov.get("cache_attrs", {}).get("dataset") or "?"}
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def not_a_result(run: dict[str, Any]) -> str | None:
     """Why a run directory holding ``metrics.json`` must not be reported as a result (None: it
-    is one): no ``done`` marker (unfinished or failed), non-finite scores, or a non-finite training
+    is one): no ``done`` marker (unfinished or failed), scores that are not numbers in [0, 1] (a
+    damaged or hand-edited ``metrics.json``: :mod:`erc.train.metrics_checks`), or a non-finite training
     loss in ``epochs.csv`` (a diverged run from before erc stopped such runs)."""
     d, m = run["dir"], run["metrics"]
     if (d / FAILED).exists():
         return "failed: " + (d / FAILED).read_text(errors="replace").strip().splitlines()[0][:200]
     if not (d / DONE).exists():
         return "unfinished (no done marker)"
-    for split in ("dev", "test"):
-        scores = m.get(split)
-        if scores is not None and not (isinstance(scores, dict) and _finite(scores.get("weighted_f1"))):
-            return f"its {split} scores are missing or not finite"
+    why = metrics_problem(m)  # strings where numbers belong, scores outside [0, 1], non-finite scores
+    if why:
+        return f"metrics.json: {why}"
     if (d / "epochs.csv").exists():
         try:
             epochs = pd.read_csv(d / "epochs.csv")
         except (OSError, ValueError) as e:
             return f"epochs.csv unreadable ({e})"
+        for col in ("train_loss", "dev_weighted_f1"):
+            if col in epochs and not pd.api.types.is_numeric_dtype(epochs[col]):
+                return f"epochs.csv: {col} holds values that are not numbers"
         if "train_loss" in epochs:
             bad = ~np.isfinite(pd.to_numeric(epochs["train_loss"], errors="coerce").to_numpy(float))
             if bad.any():

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import collections
 import math
+import unicodedata
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from erc.corpus import SPLITS, Corpus
 from erc.errors import UserError
@@ -107,7 +108,50 @@ def check_strings(corpus: Corpus) -> None:
                 raise UserError(f"{corpus.name}: utterance {u.utterance_id!r} has a NUL byte in its {name}")
 
 
+def _squash(name: str) -> str:
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
+
+
+def check_column_names(columns: Iterable[str], known: Sequence[str], where: str) -> None:
+    """UserError for a column named like a known one but spelled otherwise (``Label``, ``Split``,
+    ``Utterance ID``): read as an unknown column, it would leave the data silently unlabelled."""
+    by_squash = {_squash(k): k for k in known}
+    for col in columns:
+        want = by_squash.get(_squash(col))
+        if want is not None and col != want:
+            raise UserError(f"{where} has a column {col!r}; erc reads {want!r} (column names are lower case, "
+                            "with underscores): rename the column")
+
+
+def nfc(value: str) -> str:
+    """``value`` in Unicode normal form C, so that ``colère`` typed composed or decomposed is one
+    label, one id."""
+    return unicodedata.normalize("NFC", value)
+
+
+def unnormalised(rows: Iterable[Mapping[object, object]], keys: Sequence[str]) -> list[str]:
+    """A warning (list of at most one line) counting the values of ``keys`` that were not in Unicode
+    NFC and are normalised as they are read."""
+    found = [str(row[k]) for row in rows for k in keys
+             if isinstance(row.get(k), str) and not unicodedata.is_normalized("NFC", str(row[k]))]
+    if not found:
+        return []
+    return [f"{len(found)} id(s) or label(s) were not in Unicode normal form NFC and were normalised, so that "
+            f"look-alike spellings are one value: {examples(repr(v) for v in dict.fromkeys(found))}"]
+
+
 # ---- warnings: values that are probably mistakes ----------------------------------------------
+def duplicate_turns(corpus: Corpus) -> list[str]:
+    """``"d1 (turn 3 x2)"`` for each dialogue that gives one turn number to several utterances."""
+    out = []
+    for dialogue, utts in corpus.dialogues().items():
+        counts = collections.Counter(u.turn for u in utts if u.turn >= 0)
+        dup = sorted(t for t, c in counts.items() if c > 1)
+        if dup:
+            out.append(f"{dialogue} (" + ", ".join(f"turn {t} x{counts[t]}" for t in dup[:EXAMPLES]) + ")")
+    return out
+
+
 def corpus_warnings(corpus: Corpus) -> list[str]:
     """One line per kind of doubtful value in ``corpus`` (empty list: nothing doubtful)."""
     out = list(corpus.warnings)
@@ -135,6 +179,9 @@ def corpus_warnings(corpus: Corpus) -> list[str]:
         if rare:
             shown = ", ".join(f"{lab} ({train[lab]})" for lab in rare[:EXAMPLES])
             out.append(f"{len(rare)} label(s) have fewer than {RARE} train utterances: {shown}")
+    twice = duplicate_turns(corpus)
+    if twice:
+        out.append(f"{len(twice)} dialogue(s) number a turn more than once (kept in file order): {examples(twice)}")
     splits_of: dict[str, set[str]] = collections.defaultdict(set)
     for u in utts:
         if u.split in SPLITS:

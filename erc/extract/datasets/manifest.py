@@ -24,13 +24,19 @@ from pathlib import Path
 from erc.config import apply_overrides
 from erc.errors import UserError
 from erc.corpus import Corpus, Utterance
-from erc.extract.datasets.checks import check_row_values, check_span, decode_utf8, seconds_value, turn_value
+from erc.extract.datasets.checks import (check_column_names, check_row_values, check_span, decode_utf8, examples,
+                                         nfc, seconds_value, turn_value, unnormalised)
 from erc.extract.datasets.iemocap import CODES4, CODES6
 from erc.extract.datasets.iemocap import LABELS4 as IEMOCAP4_LABELS
 from erc.extract.datasets.iemocap import LABELS6 as IEMOCAP_LABELS
 from erc.extract.datasets.meld import MELD_LABELS
 
 REQUIRED = ("dialogue_id", "utterance_id", "text")
+ALIASES = {"emotion": "label", "emotions": "label", "class": "label", "utterance": "text", "transcript": "text",
+           "sentence": "text", "dialog_id": "dialogue_id", "conversation_id": "dialogue_id", "speaker_id": "speaker",
+           "wav": "audio", "audio_path": "audio", "video_path": "video", "clip": "video"}  # said in the warning
+COLUMNS = ("dialogue_id", "utterance_id", "turn", "speaker", "text", "label", "split", "audio", "video", "start",
+           "end", "video_region")
 DEFAULT_SPLIT = "test"  # rows without a split column: data to be predicted
 SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
                  "validation": "dev", "test": "test", "testing": "test"}
@@ -114,7 +120,7 @@ def default_labels(found: set[str]) -> list[str]:
 def _labels(option: str, found: set[str], path: Path) -> list[str]:
     if not option.strip():
         return default_labels(found)
-    labels = [x.strip() for x in option.split(",") if x.strip()]
+    labels = [nfc(x.strip()) for x in option.split(",") if x.strip()]
     if len(set(labels)) != len(labels):
         raise UserError(f"manifest option labels lists a label twice: {option!r}")
     unknown = sorted(found - set(labels))
@@ -133,19 +139,34 @@ def parse_label_map(option: str) -> dict[str, str | None]:
         if not sep or not old.strip():
             raise UserError(f"manifest option label_map takes old:new pairs (old: drops the label) or one of "
                             f"{', '.join(LABEL_MAPS)}; got {option!r}")
-        out[old.strip()] = new.strip() or None
+        out[nfc(old.strip())] = nfc(new.strip()) or None
     return out
 
 
-def _check_columns(rows: list[dict[str, object]], path: Path) -> None:
-    missing = [c for c in REQUIRED if c not in rows[0]]
-    if missing:
-        raise UserError(f"manifest {path} lacks required column(s): {', '.join(missing)} "
-                        f"(required: {', '.join(REQUIRED)})")
+def _check_columns(rows: list[dict[str, object]], path: Path) -> list[str]:
+    """UserError for a required key missing from any row, or a column named like a known one in
+    another case or spelling (``Label``); the warnings: columns erc does not read."""
+    columns = list(dict.fromkeys(k for row in rows for k in row if isinstance(k, str)))
+    check_column_names(columns, COLUMNS, f"manifest {path}")
+    for i, row in enumerate(rows):
+        missing = [c for c in REQUIRED if c not in row]
+        if missing and i == 0:
+            raise UserError(f"manifest {path} lacks required column(s): {', '.join(missing)} "
+                            f"(required: {', '.join(REQUIRED)})")
+        if missing:
+            raise UserError(f"manifest {path} row {i + 1} lacks required key(s): {', '.join(missing)} "
+                            f"(every row needs {', '.join(REQUIRED)})")
+    unknown = [c + (f" (is it {ALIASES[c.casefold()]}?)" if c.casefold() in ALIASES else "")
+               for c in columns if c not in COLUMNS]
+    warnings = []
+    if unknown:
+        warnings.append(f"{len(unknown)} column(s) of {path.name} are not read by erc: {examples(unknown)} "
+                        f"(it reads {', '.join(COLUMNS)})")
     for i, row in enumerate(rows):
         gaps = [c for c in ("dialogue_id", "utterance_id", "split") if c in row and _blank(row.get(c))]
         if gaps:
             raise UserError(f"manifest {path} row {i + 1}: empty {', '.join(gaps)}")
+    return warnings
 
 
 def _row_to_utterance(row: dict[str, object], split: str, base: Path, where: str) -> Utterance:
@@ -156,11 +177,11 @@ def _row_to_utterance(row: dict[str, object], split: str, base: Path, where: str
     start, end = seconds_value(row.get("start"), f"{where}: start"), seconds_value(row.get("end"), f"{where}: end")
     check_span(start, end, where)
     return Utterance(
-        utterance_id=str(row["utterance_id"]).strip(), dialogue_id=str(row["dialogue_id"]).strip(),
+        utterance_id=nfc(str(row["utterance_id"]).strip()), dialogue_id=nfc(str(row["dialogue_id"]).strip()),
         turn=-1 if turn is None else int(turn),
-        speaker="" if _blank(row.get("speaker")) else str(row["speaker"]).strip(),
+        speaker="" if _blank(row.get("speaker")) else nfc(str(row["speaker"]).strip()),
         text="" if _blank(row.get("text")) else str(row["text"]),
-        label="" if _blank(row.get("label")) else str(row["label"]).strip(), split=split,
+        label="" if _blank(row.get("label")) else nfc(str(row["label"]).strip()), split=split,
         audio=_media(row.get("audio"), base), video=_media(row.get("video"), base),
         start=start, end=end,
         video_region=region)  # type: ignore[arg-type]
@@ -189,7 +210,7 @@ def load_manifest(root: Path, options: dict[str, str]) -> Corpus:
     rows = read_rows(path)
     for i, row in enumerate(rows):  # no list / object values, no NUL bytes, no extra CSV fields
         check_row_values(row, f"manifest {path} row {i + 1}")
-    _check_columns(rows, path)
+    warnings = _check_columns(rows, path) + unnormalised(rows, ("utterance_id", "dialogue_id", "speaker", "label"))
     base = path.resolve().parent
     bad = sorted({str(r["split"]) for r in rows if str(r.get("split", DEFAULT_SPLIT)).strip().lower() not in SPLIT_ALIASES})
     if bad:
@@ -226,4 +247,4 @@ def load_manifest(root: Path, options: dict[str, str]) -> Corpus:
             count[u.dialogue_id] += 1
         ordered = renumbered
     return Corpus(name=path.stem, labels=labels, utterances=ordered, root=str(path),
-                  options=asdict(opts))
+                  options=asdict(opts), warnings=warnings)

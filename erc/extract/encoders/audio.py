@@ -157,9 +157,10 @@ class HFAudioEncoder(HFWeights, Encoder):
         from transformers import AutoFeatureExtractor, AutoModel
 
         w, kw = self.resolve(), self.pretrained_kwargs()
-        self.extractor = AutoFeatureExtractor.from_pretrained(w.path, **kw)
-        self.sr = int(getattr(self.extractor, "sampling_rate", None) or self.config.sample_rate)
-        self.model = AutoModel.from_pretrained(w.path, **kw).to(device).eval()
+        with self.loading():
+            self.extractor = AutoFeatureExtractor.from_pretrained(w.path, **kw)
+            self.sr = int(getattr(self.extractor, "sampling_rate", None) or self.config.sample_rate)
+            self.model = AutoModel.from_pretrained(w.path, **kw).to(device).eval()
         self.device, self.fp16 = device, bool(fp16 and device.startswith("cuda"))
         self._dim = int(self.model.config.hidden_size)
 

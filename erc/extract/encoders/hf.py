@@ -3,10 +3,11 @@ never the network unless asked), layer selection and mask-aware pooling."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -136,6 +137,21 @@ class HFWeights:
 
     def check(self) -> None:
         self.resolve()
+
+    @contextlib.contextmanager
+    def loading(self) -> Iterator[None]:
+        """Around ``from_pretrained``: an ``OSError`` (offline with ``download=true``, an ``HF_HOME``
+        that is not a writable folder, a damaged model folder) becomes one line naming the model."""
+        try:
+            yield
+        except OSError as e:
+            text = str(e).strip()
+            first = text.splitlines()[0] if text else ""
+            home = os.environ.get("HF_HOME") or "~/.cache/huggingface"
+            raise UserError(f"{self.modality} encoder '{self.model_id()}': the model cannot be loaded "
+                            f"({type(e).__name__}: {first}); with --set {self.modality}.download=true the "
+                            f"hub must be reachable and HF_HOME ({home}) a writable folder; or pass a local "
+                            "folder saved with save_pretrained") from None
 
     @property
     def dim(self) -> int:

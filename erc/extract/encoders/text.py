@@ -9,6 +9,7 @@ target utterance's tokens (found from the fast tokenizer's character offsets).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
 from erc.extract.encoders.hf import (HFWeights, ResolvedWeights, autocast, masked_mean, parse_layers,
                                      select_layers, to_device)
+from erc.extract.encoders.limits import check_max_length, folder_limit, position_limit
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -75,15 +77,28 @@ class HFTextEncoder(HFWeights, Encoder):
 
     # ------------------------------------------------------------------ weights
     def load(self, device: str, fp16: bool = False) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         w, kw = self.resolve(), self.pretrained_kwargs()
-        self.tokenizer = AutoTokenizer.from_pretrained(w.path, **kw)
+        with self.loading():
+            self.tokenizer = AutoTokenizer.from_pretrained(w.path, **kw)
+            config = AutoConfig.from_pretrained(w.path, **kw)
+        check_max_length(self.config.max_length, position_limit(
+            getattr(config, "max_position_embeddings", None), getattr(self.tokenizer, "model_max_length", None)),
+            self.model_id())
         if self.config.context > 0:
             self.tokenizer.truncation_side = "left"  # cut the oldest context first, keep the target
-        self.model = AutoModel.from_pretrained(w.path, **kw).to(device).eval()
+        with self.loading():
+            self.model = AutoModel.from_pretrained(w.path, **kw).to(device).eval()
         self.device, self.fp16 = device, bool(fp16 and device.startswith("cuda"))
         self._dim = int(self.model.config.hidden_size)
+
+    def check(self) -> None:
+        """The weights are there and ``max_length`` fits the model's positions (read from the
+        model folder's JSON files, before any work; a model still to download is checked on load)."""
+        w = self.resolve()
+        if w.source != "download":
+            check_max_length(self.config.max_length, folder_limit(Path(w.path)), self.model_id())
 
     # ------------------------------------------------------------------ inputs
     def sort_key(self, utt: Utterance) -> float:

@@ -78,7 +78,8 @@ class HFVideoEncoder(HFWeights, Encoder):
         w, kw = self.resolve(), self.pretrained_kwargs()
         cls = AutoModelForImageClassification if c.output == "logits" else AutoModel
         try:
-            model, info = cls.from_pretrained(w.path, output_loading_info=True, **kw)
+            with self.loading():
+                model, info = cls.from_pretrained(w.path, output_loading_info=True, **kw)
         except (ValueError, KeyError) as exc:  # e.g. a text model, or no classification head class
             raise UserError(f"video encoder '{c.model}': not an image model with "
                             f"{'a classification head' if c.output == 'logits' else 'a backbone'}: "

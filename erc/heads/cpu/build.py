@@ -3,7 +3,9 @@
 On first use a kernel's C file (and the shared ``kernels/*.h``) is compiled with the system C
 compiler (``$CC``, else ``cc``, else ``gcc``) into a shared library cached under
 ``$ERC_CACHE_DIR`` (default ``~/.cache/erc``) in ``kernels/``, keyed by the sources, the flags,
-the compiler's version and this machine, so a later process loads it in milliseconds.
+the compiler's version and this machine, so a later process loads it in milliseconds. The folder
+must be writable by this user only (a UserError otherwise), and a library is loaded only when the
+stamp beside it holds its key and its SHA-256 (:mod:`erc.heads.cpu.trust`); else it is rebuilt.
 :func:`load` returns None (and warns once) when there is no compiler or the build fails, or when
 the one switch ``ERC_CPU_KERNELS`` turns the kernel off (:func:`enabled`); every kernel has a
 PyTorch path that then runs instead (slower, and other rounding: :func:`loaded` says which ran,
@@ -32,6 +34,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+
+from erc.errors import UserError
+from erc.heads.cpu import trust
 
 KERNEL_DIR = Path(__file__).with_name("kernels")
 SWITCH = "ERC_CPU_KERNELS"
@@ -99,6 +104,13 @@ def cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "erc") / "kernels"
 
 
+def check_cache() -> None:
+    """Before any work: UserError when a kernel may run and its cache folder is writable by other
+    users (what :func:`build` refuses later, in the first forward pass)."""
+    if any(enabled(k) for k in ("scan", "attention")) and _compiler() is not None:
+        trust.make_private(cache_dir())
+
+
 def build(name: str, flags: list[str]) -> ctypes.CDLL:
     """Compile ``kernels/<name>.c`` with ``flags`` (unless a build with the same key exists) and load it.
 
@@ -109,14 +121,16 @@ def build(name: str, flags: list[str]) -> ctypes.CDLL:
     source = KERNEL_DIR / f"{name}.c"
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S).stdout
     headers = b"".join(h.read_bytes() for h in sorted(KERNEL_DIR.glob("*.h")))  # included by the sources
-    key = hashlib.sha256(source.read_bytes() + headers + " ".join(flags).encode() + version.encode()
-                         + _cpu_key().encode()).hexdigest()[:16]
+    full_key = hashlib.sha256(source.read_bytes() + headers + " ".join(flags).encode() + version.encode()
+                              + _cpu_key().encode()).hexdigest()
+    key = full_key[:16]
     out_dir = cache_dir()
     lib_path = out_dir / f"{name}-{key}.so"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    trust.make_private(out_dir)  # code is loaded from here: this user's folder only
     with _build_lock(out_dir / f"{name}.lock"):  # one process compiles; the others wait, then load it
-        if not lib_path.exists():
+        if not trust.stamp_matches(lib_path, full_key):  # absent, of an older erc, replaced or damaged
             _compile(cc, source, flags, out_dir, lib_path)
+            trust.write_stamp(lib_path, full_key)
     return ctypes.CDLL(str(lib_path))
 
 
@@ -171,6 +185,8 @@ def load(kernel: str, name: str, flags: list[str], declare: Callable[[ctypes.CDL
             try:
                 lib = build(name, flags)
                 declare(lib)
+            except UserError:  # a cache folder others can write: refused, not worked around
+                raise
             except Exception as exc:  # noqa: BLE001 - any failure means "use the PyTorch path"
                 warnings.warn(f"erc: the C kernel {name!r} is unavailable ({exc}); {what}",
                               RuntimeWarning, stacklevel=3)
