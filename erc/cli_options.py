@@ -61,6 +61,7 @@ class TrainOptions:
         """The :class:`~erc.train.config.TrainConfig` of these options for ``head`` (its
         ``train_defaults`` fill what was not given), with the device checked on this machine.
         UserError on a bad value."""
+        from erc.heads.cpu.build import check_cache as check_kernel_cache
         from erc.train.config import TrainConfig
 
         cfg = TrainConfig.for_head(head, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
@@ -68,6 +69,7 @@ class TrainOptions:
                                    deterministic=self.deterministic, device=self.device, quiet=self.quiet,
                                    precision=self.precision, num_threads=self.threads, overwrite=self.overwrite)
         cfg.torch_device()
+        check_kernel_cache()  # a kernel folder others may write: one line now, not in the first forward pass
         return cfg
 
     def data(self) -> Any:

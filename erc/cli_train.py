@@ -183,12 +183,14 @@ def predict(
     from erc.features.schema import default_cache_path
     from erc.train.outputs import check_writable_file, check_writable_folder, refuse_inputs
     from erc.train.predictions import summary_lines, write_predictions
+    from erc.heads.cpu.build import check_cache as check_kernel_cache
     from erc.train.trained import run_members
 
     fmt = (format_ or ("jsonl" if out is not None and out.suffix.lower() in (".jsonl", ".ndjson") else "csv")).lower()
     if fmt not in ("csv", "jsonl"):
         raise UserError(f"--format must be csv or jsonl; got {format_!r}")
     resolve_device(device)  # an unknown or absent device: one line before any work
+    check_kernel_cache()
     # where the results go is checked before any extraction work
     if out is not None:
         check_writable_file(out, "--out")

@@ -216,13 +216,16 @@ def _train_new(data: DialogueData, spec: HeadSpec, cfg: TrainConfig, out: Path, 
             warnings.warn(w, stacklevel=2)
         write_json(out / "config.json", config)
         write_json(out / "provenance.json", data.provenance())
+        where = f"{spec.name}/{spec.variant} seed {cfg.seed} in {out}"
         try:
             result = _fit(head, data, cfg, device, out, config, progress)
         except Diverged as e:
-            where = f"{spec.name}/{spec.variant} seed {cfg.seed} in {out}"
             mark_failed(out, f"{e} ({where})")
             raise Diverged(f"{e} ({where}); no result was written: lower --lr, or check the cache "
                            "with `erc cache verify`") from None
+        except UserError as e:  # e.g. a kernel folder refused mid-run: the folder says why it has no result
+            mark_failed(out, f"{e} ({where})")
+            raise
     mark_done(out)
     return result
 
