@@ -14,8 +14,7 @@ from erc.config import NonNegativeFloat, Positive, PositiveFloat
 from erc.errors import MediaError, MediaMissing
 from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
-from erc.extract.encoders.hf import (HFWeights, ResolvedWeights, autocast, masked_mean, parse_layers,
-                                     select_layers, to_device)
+from erc.extract.encoders.hf import HFLayerEncoder, autocast, masked_mean, select_layers, to_device
 from erc.extract.media import load_audio, media_duration
 
 
@@ -136,7 +135,7 @@ class HFAudioConfig(EncoderConfig):
     batch_size: Positive = 8
 
 
-class HFAudioEncoder(HFWeights, Encoder):
+class HFAudioEncoder(HFLayerEncoder):
     """Hugging Face speech encoder: pooled ``[D]`` = mean over the real (unpadded) frames of the
     chosen layer; frames ``[T_i, D]`` float16 (about 50 per second)."""
 
@@ -144,14 +143,11 @@ class HFAudioEncoder(HFWeights, Encoder):
     Config = HFAudioConfig
     config: HFAudioConfig
 
+    extractor: Any = None  # loaded with the model
+
     def __init__(self, config: HFAudioConfig) -> None:
         super().__init__(config)
-        self._layers = parse_layers(config.layers)
-        self._weights: ResolvedWeights | None = None
-        self.model: Any = None
-        self.extractor: Any = None
-        self.sr = config.sample_rate
-        self._dim = 0
+        self.sr = config.sample_rate  # the feature extractor's rate once loaded
 
     def load(self, device: str, fp16: bool = False) -> None:
         from transformers import AutoFeatureExtractor, AutoModel

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import torch
 
 from erc.errors import UserError, WeightsMissing
+from erc.extract.encoders.base import Encoder
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.msgpack", "*.h5")
 
@@ -124,7 +125,8 @@ class HFWeights:
 
     modality: str
     config: Any
-    _weights: ResolvedWeights | None = None
+    _weights: ResolvedWeights | None = None  # resolved on first use
+    model: Any = None  # the loaded model (``load``)
 
     def model_id(self) -> str:
         return self.config.model
@@ -174,3 +176,12 @@ class HFWeights:
         if w.source == "download" and self.config.revision:
             kw["revision"] = self.config.revision
         return kw
+
+
+class HFLayerEncoder(HFWeights, Encoder):
+    """An encoder on a Hugging Face model that pools one chosen representation: ``config.layers``
+    (parsed, so checked, when the encoder is built; None = the last hidden state)."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._layers = parse_layers(config.layers)

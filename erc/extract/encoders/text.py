@@ -17,9 +17,9 @@ import torch
 
 from erc.config import NonNegative, Positive
 from erc.corpus import Utterance
-from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
-from erc.extract.encoders.hf import (HFWeights, ResolvedWeights, autocast, masked_mean, parse_layers,
-                                     select_layers, to_device)
+from erc.extract.encoders.base import Encoded, EncoderConfig
+from erc.extract.encoders.hf import (HFLayerEncoder, ResolvedWeights, autocast, masked_mean, select_layers,
+                                     to_device)
 from erc.extract.encoders.limits import check_max_length, folder_limit, position_limit
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -60,20 +60,14 @@ class HFTextConfig(EncoderConfig):
     download: bool = False
 
 
-class HFTextEncoder(HFWeights, Encoder):
+class HFTextEncoder(HFLayerEncoder):
     """Hugging Face text encoder; pooled ``[D]``, frames ``[T_target, D]`` (float16)."""
 
     modality = "text"
     Config = HFTextConfig
     config: HFTextConfig
 
-    def __init__(self, config: HFTextConfig) -> None:
-        super().__init__(config)
-        self._layers = parse_layers(config.layers)
-        self._weights: ResolvedWeights | None = None
-        self.model: Any = None
-        self.tokenizer: Any = None
-        self._dim = 0
+    tokenizer: Any = None  # loaded with the model
 
     # ------------------------------------------------------------------ weights
     def load(self, device: str, fp16: bool = False) -> None:
