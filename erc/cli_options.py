@@ -44,7 +44,10 @@ class TrainOptions:
     lr: Optional[float] = option(None, help="AdamW learning rate (default: the head's, else 1e-4).")
     patience: Optional[int] = option(None, help="Early stopping on dev W-F1 (default 20; 0 = off).")
     class_weights: bool = option(False, "--class-weights", help="Inverse-frequency class weights.")
-    threads: Optional[int] = option(None, help="CPU threads for torch (default: torch's).")
+    threads: Optional[int] = option(None, help="CPU threads for torch (default: torch's; with --jobs, the cores "
+                                    "shared out).")
+    jobs: str = option("1", help="Runs trained at once, each in its own worker process: a number, or auto "
+                       "(the GPUs where there are several, else half the cores).")
     max_frames: Optional[int] = option(None, help="Truncate frame sequences to this many frames.")
     deterministic: bool = option(False, "--deterministic", help="torch.use_deterministic_algorithms(True).")
     precision: str = option("fp32", help="fp32 | bf16 (autocast of the training forward; eval in fp32).")
@@ -57,17 +60,26 @@ class TrainOptions:
         """``--set`` as key -> value (UserError on an item without ``=``)."""
         return parse_assignments(self.set_)
 
+    @property
+    def n_jobs(self) -> int:
+        """``--jobs`` as a number of processes (UserError when it is neither a number nor auto)."""
+        from erc.train.parallel import parse_jobs
+
+        return parse_jobs(self.jobs)
+
     def train_config(self, head: type) -> Any:
         """The :class:`~erc.train.config.TrainConfig` of these options for ``head`` (its
         ``train_defaults`` fill what was not given), with the device checked on this machine.
         UserError on a bad value."""
         from erc.heads.cpu.build import check_cache as check_kernel_cache
         from erc.train.config import TrainConfig
+        from erc.train.parallel import worker_threads
 
+        threads = worker_threads(self.n_jobs, self.threads)
         cfg = TrainConfig.for_head(head, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                                    patience=self.patience, class_weights=self.class_weights, max_frames=self.max_frames,
                                    deterministic=self.deterministic, device=self.device, quiet=self.quiet,
-                                   precision=self.precision, num_threads=self.threads, overwrite=self.overwrite)
+                                   precision=self.precision, num_threads=threads, overwrite=self.overwrite)
         cfg.torch_device()
         check_kernel_cache()  # a kernel folder others may write: one line now, not in the first forward pass
         return cfg

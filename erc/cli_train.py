@@ -74,7 +74,8 @@ def train_head(
     choice = opts.data()
     out = check_writable_folder(out or choice.run_dir(opts.model, spec), "--out")
     with progress_bar(opts.quiet) as prog:
-        res = run_sweep(choice.cache, spec, choice.modalities, cfg, out, opts.seeds, n_folds, fold_grouping, prog)
+        res = run_sweep(choice.cache, spec, choice.modalities, cfg, out, opts.seeds, n_folds, fold_grouping, prog,
+                        jobs=opts.n_jobs)
 
     console = Console()
     mods = short_modalities(choice.modalities, ",")
@@ -109,7 +110,7 @@ def ablate(
     root = ablation_root(choice, out)
     check_writable_folder(root, "--out")
     with progress_bar(opts.quiet) as prog:
-        result = run_ablation(choice, opts.model, specs, cfg, opts.seeds, root, prog)
+        result = run_ablation(choice, opts.model, specs, cfg, opts.seeds, root, prog, jobs=opts.n_jobs)
     console = Console()
     console.print(f"{opts.model} on {choice.dataset}, modalities {','.join(choice.modalities)}, {opts.seeds} seeds "
                   "(test W-F1 at best dev epoch)")

@@ -20,7 +20,7 @@ from erc.train.intervals import Comparison, compare
 from erc.train.report import ablation_table
 from erc.train.runs import short_modalities
 from erc.train.selection import DataChoice
-from erc.train.sweep import SweepResult, run_sweep
+from erc.train.sweep import SweepResult, plan_sweep, run_plans
 
 
 @dataclass
@@ -42,12 +42,13 @@ def ablation_root(choice: DataChoice, out: Path | None = None) -> Path:
 
 
 def run_ablation(choice: DataChoice, model: str, specs: Mapping[str, HeadSpec], cfg: TrainConfig, seeds: int,
-                 root: Path, progress: Progress | None = None) -> Ablation:
+                 root: Path, progress: Progress | None = None, jobs: int = 1) -> Ablation:
     """Train ``seeds`` seeds of each variant in ``specs`` (variant -> resolved head) on ``choice``'s
-    data under ``root``, compare each with the reference and write the table."""
-    results = {v: run_sweep(choice.cache, spec, choice.modalities, cfg, choice.run_dir(model, spec, root), seeds,
-                            progress=progress)
-               for v, spec in specs.items()}
+    data under ``root`` (``jobs`` > 1: every variant's runs together on worker processes), compare
+    each with the reference and write the table."""
+    plans = [plan_sweep(choice.cache, spec, choice.modalities, cfg, choice.run_dir(model, spec, root), seeds)
+             for spec in specs.values()]
+    results = dict(zip(specs, run_plans(choice.cache, choice.modalities, plans, jobs, progress)))
     ref = "full" if "full" in results else next(iter(results))
     runs = {v: {str(r.run_dir.relative_to(res.out_dir)): r.run_dir for r in res.runs} for v, res in results.items()}
     comparisons = {v: compare(runs[ref], runs[v]) for v in results if v != ref}

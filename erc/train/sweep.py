@@ -20,6 +20,7 @@ from erc.train.config import TrainConfig
 from erc.train.folds import LEAK_WARNING, FoldSpec, Grouping, check_grouping, session_of
 from erc.train.loop import RunResult, load_data, train_run
 from erc.train.metrics import aggregate
+from erc.train.parallel import RunTask, run_tasks
 from erc.train.progress import progress_bar
 from erc.train.runs import lock_run_dir, write_json
 
@@ -95,12 +96,46 @@ def _try_build(spec: HeadSpec, data: DialogueData) -> None:
         spec.build(data.inputs())
 
 
-def run_sweep(cache: str | Path, spec: HeadSpec, modalities: Mapping[str, str | None] | Sequence[str],
-              train_cfg: TrainConfig, out_dir: str | Path, seeds: int, folds: int | None = None,
-              grouping: Grouping = "dialogue", progress: Progress | None = None) -> SweepResult:
-    """``seeds`` seeds of one configuration, on the cache's splits or (``folds``) on k-fold CV per
-    seed (``seed<s>/fold<k>/``). The cache is read once for all of them. With ``grouping="session"``
-    ``folds`` may be None: one fold per session found in the cache's dialogue ids."""
+@dataclass
+class SweepPlan:
+    """The runs of one configuration before they run: the data read (once) in this process, the
+    tasks (seed, fold, folder) in order, and how their results are summarised."""
+
+    spec: HeadSpec
+    cfg: TrainConfig
+    out: Path
+    data: DialogueData
+    seeds: int
+    folds: int | None
+    grouping: Grouping
+    tasks: list[RunTask]
+
+    def run_here(self, task: RunTask, progress: Progress | None) -> RunResult:
+        """``task`` in this process, on the data already read (a fold: its splits of them)."""
+        data = self.data if task.fold is None else self.data.for_fold(task.fold)
+        return train_run(data, self.spec, task.cfg, task.out, progress)
+
+    def summarise(self, runs: list[RunResult]) -> SweepResult:
+        """``summary.json`` of the sweep (and of each seed's folds), as :func:`train_seeds` and
+        :func:`cross_validate` write them."""
+        if self.folds is None:
+            return summarise_runs(self.out, runs, {"kind": "seeds", "seeds": list(range(self.seeds)),
+                                                   "variant": self.spec.variant})
+        for s in range(self.seeds):
+            extra = {"kind": "folds", "folds": self.folds, "grouping": self.grouping, "fold_seed": 0, "seed": s,
+                     "variant": self.spec.variant}
+            if self.grouping == "utterance":
+                extra["warning"] = LEAK_WARNING
+            summarise_runs(self.out / f"seed{s}", runs[s * self.folds:(s + 1) * self.folds], extra)
+        return summarise_runs(self.out, runs, {"kind": "seeds x folds", "seeds": self.seeds, "folds": self.folds,
+                                               "grouping": self.grouping})
+
+
+def plan_sweep(cache: str | Path, spec: HeadSpec, modalities: Mapping[str, str | None] | Sequence[str],
+               train_cfg: TrainConfig, out_dir: str | Path, seeds: int, folds: int | None = None,
+               grouping: Grouping = "dialogue") -> SweepPlan:
+    """Read the data of a sweep once and list its runs (see :func:`run_sweep`); a head the user's
+    ``--set`` makes unbuildable or too large is refused here, before any run folder exists."""
     if seeds < 1:
         raise UserError("--seeds must be at least 1")
     out = Path(out_dir)
@@ -111,16 +146,44 @@ def run_sweep(cache: str | Path, spec: HeadSpec, modalities: Mapping[str, str | 
         data = data.for_fold(FoldSpec(folds, 0, grouping))
     elif folds is None:
         data = load_data(cache, spec, modalities, train_cfg)
-        _try_build(spec, data)
-        with lock_run_dir(out):  # a second sweep into this folder stops at once, naming this process
-            return train_seeds(data, spec, train_cfg, out, list(range(seeds)), progress=progress)
     else:
         data = load_data(cache, spec, modalities, train_cfg, folds=FoldSpec(folds, 0, grouping))
     _try_build(spec, data)
-    runs: list[RunResult] = []
-    with lock_run_dir(out):
-        for s in range(seeds):
-            sub = cross_validate(data, spec, dataclasses.replace(train_cfg, seed=s), out / f"seed{s}", folds, grouping,
-                                 progress=progress)
-            runs.extend(sub.runs)
-        return summarise_runs(out, runs, {"kind": "seeds x folds", "seeds": seeds, "folds": folds, "grouping": grouping})
+    if folds is None:
+        tasks = [RunTask(spec, dataclasses.replace(train_cfg, seed=s), out / f"seed{s}") for s in range(seeds)]
+    else:
+        tasks = [RunTask(spec, dataclasses.replace(train_cfg, seed=s), out / f"seed{s}" / f"fold{k}",
+                         FoldSpec(folds, k, grouping))
+                 for s in range(seeds) for k in range(folds)]
+    return SweepPlan(spec, train_cfg, out, data, seeds, folds, grouping, tasks)
+
+
+def run_plans(cache: str | Path, modalities: Mapping[str, str | None] | Sequence[str], plans: Sequence[SweepPlan],
+              jobs: int = 1, progress: Progress | None = None) -> list[SweepResult]:
+    """Train every run of ``plans`` (``jobs`` > 1: together on worker processes, :mod:`erc.train.parallel`)
+    while holding each sweep folder's lock, then summarise each plan."""
+    mods = dict(modalities) if isinstance(modalities, Mapping) else dict.fromkeys(modalities)
+    owner = [p for p in plans for _ in p.tasks]
+    tasks = [t for p in plans for t in p.tasks]
+    prog, shown = _bar(progress, plans[0].cfg)
+    with contextlib.ExitStack() as held, shown:
+        for p in plans:  # a second sweep into one of these folders stops at once, naming this process
+            held.enter_context(lock_run_dir(p.out))
+        lookup = {id(t): p for t, p in zip(tasks, owner)}
+        results = run_tasks(Path(cache), mods, tasks, jobs, prog, in_process=lambda t: lookup[id(t)].run_here(t, prog))
+    out, start = [], 0
+    for p in plans:
+        out.append(p.summarise(results[start:start + len(p.tasks)]))
+        start += len(p.tasks)
+    return out
+
+
+def run_sweep(cache: str | Path, spec: HeadSpec, modalities: Mapping[str, str | None] | Sequence[str],
+              train_cfg: TrainConfig, out_dir: str | Path, seeds: int, folds: int | None = None,
+              grouping: Grouping = "dialogue", progress: Progress | None = None, jobs: int = 1) -> SweepResult:
+    """``seeds`` seeds of one configuration, on the cache's splits or (``folds``) on k-fold CV per
+    seed (``seed<s>/fold<k>/``). The cache is read once for all of them (once per worker with
+    ``jobs`` > 1). With ``grouping="session"`` ``folds`` may be None: one fold per session found in
+    the cache's dialogue ids."""
+    plan = plan_sweep(cache, spec, modalities, train_cfg, out_dir, seeds, folds, grouping)
+    return run_plans(cache, modalities, [plan], jobs, progress)[0]
