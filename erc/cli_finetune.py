@@ -45,6 +45,7 @@ def finetune(
     from erc.extract.datasets import DATASETS, load_dataset
     from erc.finetune.config import FinetuneConfig
     from erc.finetune.run import finetune as run_finetune
+    from erc.finetune.run import window_encoder
 
     if dataset not in DATASETS:
         raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
@@ -54,6 +55,7 @@ def finetune(
     cfg = FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, context=context,
                          max_length=max_length, seed=seed, precision=precision, device=device, quiet=quiet)  # type: ignore[arg-type]
     cfg = apply_overrides(cfg, parse_assignments(set_), what="finetune")
+    window_encoder(modality, str(model), cfg)  # an unknown or absent model: one line before the corpus is read
     corpus = load_dataset(dataset, root, parse_assignments(dataset_set))
     console = Console(stderr=True)
     command = "erc finetune " + shlex.join(_args(dataset, root, modality, str(model), out, folds, cfg))
