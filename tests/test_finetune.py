@@ -260,3 +260,14 @@ def test_cli_finetune_on_the_demo_and_its_one_line_errors(tiny_bert: Path, demo_
                                        "--folds", "2"), "--folds")
     assert_one_line_error(run_erc_here(*common, "--text", str(tiny_bert), "--out", str(tmp_path / "x"),
                                        "--set", "warmup_ratio=2"), "warmup_ratio")
+
+
+def test_guard_on_a_prediction_frame() -> None:
+    import pandas as pd
+
+    groups = {"text": {"encoder": "ft", "attrs": {"finetune": {"labels_seen": {"train": ["a"], "dev": []}}}}}
+    df = pd.DataFrame({"utterance_id": ["a", "b", "c"], "label": ["joy", "joy", ""], "split": ["test", "test", "test"]})
+    with pytest.raises(UserError, match=r"erc predict \(the test split\): 1 of the 2 test utterances .*text/ft \(a\)"):
+        leaks.check_prediction(groups, df, ["joy"])
+    leaks.check_prediction(groups, df.assign(split=["train", "test", "test"]), ["joy"])  # scoring train rows is no test claim
+    leaks.check_prediction({"text": {"encoder": "minilm", "attrs": {}}}, df, ["joy"])  # frozen

@@ -114,3 +114,21 @@ def fold_encoders(available: Mapping[str, Sequence[str]], encoders: Mapping[str,
                             "`erc extract --text DIR` (one group per fold)")
         out[m] = mine
     return out
+
+
+def ensemble_group_attrs(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """"modality/group" -> attributes, from a run's recorded groups (``Ensemble.groups``: modality ->
+    ``{"encoder": name, "attrs": {...}}``, as :meth:`DialogueData.provenance` writes them)."""
+    return {f"{m}/{g.get('encoder')}": dict(g.get("attrs") or {}) for m, g in groups.items()}
+
+
+def predicted_test_ids(df: Any, labels: Sequence[str]) -> list[str]:
+    """Ids of the rows of a prediction frame (``erc.train.predict.predict_frame``) that ``erc predict``
+    scores as test: split "test" (new conversations' default) and a label the run knows."""
+    keep = df["label"].isin(list(labels)) & (df["split"] == "test")
+    return [str(u) for u in df.loc[keep, "utterance_id"]]
+
+
+def check_prediction(groups: Mapping[str, Mapping[str, Any]], df: Any, labels: Sequence[str]) -> None:
+    """The guard before ``erc predict`` prints scores: ``groups`` = ``Ensemble.groups``."""
+    check_no_label_leak(ensemble_group_attrs(groups), predicted_test_ids(df, labels), "erc predict (the test split)")
