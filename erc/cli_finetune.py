@@ -74,8 +74,9 @@ def finetune(
         console.print(f"{where}: best epoch {rec.get('best_epoch')} dev W-F1 {100 * (rec.get('best_dev_weighted_f1') or 0):.2f} "
                       f"({len(rec['labels_seen']['train'])} train labels seen, {rec.get('seconds')} s)")
     flag = f"--{modality} {shlex.quote(str(out))}"
+    sets = "".join(f" --set dataset.{k}={shlex.quote(v)}" for k, v in parse_assignments(dataset_set).items())
     console.print(f"extract with: erc extract --dataset {dataset}" + (f" --root {shlex.quote(root)}" if root else "")
-                  + f" {flag}" + (" --audio none" if modality == "text" else " --text none") + " --video none",
+                  + f"{sets} {flag}" + (" --audio none" if modality == "text" else " --text none") + " --video none",
                   soft_wrap=True, highlight=False)
 
 

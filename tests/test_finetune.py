@@ -271,3 +271,25 @@ def test_guard_on_a_prediction_frame() -> None:
         leaks.check_prediction(groups, df, ["joy"])
     leaks.check_prediction(groups, df.assign(split=["train", "test", "test"]), ["joy"])  # scoring train rows is no test claim
     leaks.check_prediction({"text": {"encoder": "minilm", "attrs": {}}}, df, ["joy"])  # frozen
+    leaks.check_prediction(groups, df.drop(columns=["label", "split"]), ["joy"])  # unlabelled: nothing scored
+
+
+def test_guard_on_predicting_a_cache(cache: Path) -> None:
+    import pandas as pd
+
+    with FeatureCache(cache) as fc:
+        ids = list(fc.utterances()["utterance_id"])
+        splits = list(fc.utterances()["split"])
+        df = pd.DataFrame({"utterance_id": ids, "label": ["joy"] * len(ids), "split": splits})
+        leaks.check_cache_prediction(fc, {"text": "ft"}, df, ["joy"])  # the official test rows: clean
+        with pytest.raises(UserError, match="erc predict"):
+            leaks.check_cache_prediction(fc, {"text": "ft"}, df.assign(split="test"), ["joy"])
+
+
+def test_fold_group_names_agree_between_extract_and_train() -> None:
+    from erc.extract.finetuned import parse_fold_group
+
+    for base, k in (("roberta-large-ft", 0), ("a@fold1", 12)):
+        name = fold_group_name(base, k)
+        assert parse_fold_group(name) == leaks.parse_fold_group(name) == (base, k)
+    assert leaks.parse_fold_group("minilm") == parse_fold_group("minilm") == ("minilm", None)

@@ -18,6 +18,8 @@ import re
 from typing import Any, Mapping, Sequence
 
 from erc.errors import UserError
+from erc.features.memory import MemoryCache
+from erc.features.reader import FeatureCache
 from erc.train.dialogues import DialogueData
 from erc.train.folds import FoldSpec
 
@@ -124,7 +126,10 @@ def ensemble_group_attrs(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, d
 
 def predicted_test_ids(df: Any, labels: Sequence[str]) -> list[str]:
     """Ids of the rows of a prediction frame (``erc.train.predict.predict_frame``) that ``erc predict``
-    scores as test: split "test" (new conversations' default) and a label the run knows."""
+    scores as test: split "test" (new conversations' default) and a label the run knows (none when
+    the frame has no label column: nothing is scored)."""
+    if "label" not in df.columns or "split" not in df.columns:
+        return []
     keep = df["label"].isin(list(labels)) & (df["split"] == "test")
     return [str(u) for u in df.loc[keep, "utterance_id"]]
 
@@ -132,3 +137,16 @@ def predicted_test_ids(df: Any, labels: Sequence[str]) -> list[str]:
 def check_prediction(groups: Mapping[str, Mapping[str, Any]], df: Any, labels: Sequence[str]) -> None:
     """The guard before ``erc predict`` prints scores: ``groups`` = ``Ensemble.groups``."""
     check_no_label_leak(ensemble_group_attrs(groups), predicted_test_ids(df, labels), "erc predict (the test split)")
+
+
+def cache_groups(cache: FeatureCache | MemoryCache, modalities: Sequence[str]) -> dict[str, list[str]]:
+    """Modality -> the cache's encoder groups (the ``available`` of :func:`fold_encoders`)."""
+    return {m: list(cache.encoders(m)) for m in modalities}
+
+
+def check_cache_prediction(cache: FeatureCache | MemoryCache, encoders: Mapping[str, str], df: Any,
+                           labels: Sequence[str]) -> None:
+    """The guard on a prediction frame ``df`` made from ``cache``'s groups ``encoders`` (modality ->
+    group): the attributes of the groups actually read decide."""
+    attrs = {f"{m}/{e}": dict(cache.group(m, e).attrs) for m, e in encoders.items()}
+    check_no_label_leak(attrs, predicted_test_ids(df, labels), "erc predict (the test split)")
