@@ -66,7 +66,9 @@ def finetune(
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished epochs are checkpointed; re-run the same command to resume")
         raise typer.Exit(130) from None
-    for name, rec in zip(result.skipped, result.records):
+    if not all(result.records):
+        return  # a torchrun rank other than 0: rank 0 reports
+    for name in result.skipped:
         console.print(f"{name}: already fine-tuned with this configuration")
     for rec in result.records:
         split = rec.get("split", {})

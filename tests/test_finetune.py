@@ -73,7 +73,8 @@ def cache(official: Path, tiny_bert: Path, demo_root: Path, tmp_path_factory: py
     path = tmp_path_factory.mktemp("cache") / "demo.h5"
     common = ("extract", "--dataset", "demo", "--root", str(demo_root), "--set", "dataset.dialogues=8",
               "--set", "dataset.seed=3", "--audio", "none", "--video", "none", "--out", str(path))
-    frozen = run_erc_here(*common, "--text", str(tiny_bert), "--set", "text.context=3", "--set", "text.max_length=48")
+    frozen = run_erc_here(*common, "--text", str(tiny_bert), "--set", "text.context=3", "--set", "text.max_length=48",
+                          "--set", "text.pooling=cls")
     assert frozen.code == 0, frozen.err
     tuned = run_erc_here(*common, "--text", str(official))
     assert tuned.code == 0, tuned.err
@@ -96,7 +97,8 @@ def test_finetune_writes_a_pretrained_folder_and_exactly_the_train_ids(official:
     assert [e["epoch"] for e in record["dev_curve"]] == [1.0, 2.0]
     assert record["best_dev_weighted_f1"] == max(e["weighted_f1"] for e in record["dev_curve"])
     assert len(record["base_model"]["weights_sha256"]) == 64 and record["weights_sha256"] != record["base_model"]["weights_sha256"]
-    assert record["input"] == {"context": 3, "context_future": 0, "speaker_names": True, "max_length": 48}
+    assert record["input"] == {"context": 3, "context_future": 0, "speaker_names": True, "max_length": 48,
+                               "pooling": "cls"}
     assert record["steps"] == 2 * -(-len(by_split["train"]) // 8)
 
 
@@ -110,7 +112,8 @@ def test_extraction_from_the_folder_differs_from_frozen_and_carries_the_record(c
     assert tuned.shape == frozen.shape and np.abs(tuned - frozen).max() > 1e-3
     record = json.loads(attrs["finetune"])
     assert record == json.loads((official / "finetune.json").read_text())
-    assert json.loads(attrs["config"])["context"] == 3  # the fine-tuning's window is the default
+    config = json.loads(attrs["config"])
+    assert config["context"] == 3 and config["pooling"] == "cls"  # the fine-tuning's window and pooling are the default
     info = run_erc_here("cache", "info", str(cache))
     assert info.code == 0 and "fine-tuned: from" in info.out and "labels of 45 train" in info.out
 

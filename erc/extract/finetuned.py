@@ -6,8 +6,8 @@ whose labels it saw). ``erc extract --text DIR`` reads it like any local model; 
 - the record on the cache group (``finetune`` attribute, :func:`record_of`), which the leak guard
   (:mod:`erc.train.leaks`) reads, and the fine-tuned weights' hash in the group's config hash, so
   re-fine-tuning into the same folder re-extracts;
-- the text window the encoder was fine-tuned on (context, speaker names, length) as the
-  extraction's defaults (``--set text.*`` still wins);
+- the text window the encoder was fine-tuned on (context, speaker names, length) and the pooling
+  its classifier read (the first token) as the extraction's defaults (``--set text.*`` still wins);
 - per-fold folders (``erc finetune --folds``): ``DIR/finetune.json`` of kind ``folds`` lists
   ``DIR/fold<k>``, and extraction writes one group per fold, named ``<name>@fold<k>``.
 """
@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 FINETUNE_JSON = "finetune.json"
 FOLD_SUFFIX = re.compile(r"^(?P<base>.+)@fold(?P<k>\d+)$")
-# the text window fields of HFTextConfig that fine-tuning fixed (the record's "input")
-INPUT_FIELDS = ("context", "context_future", "speaker_names", "max_length")
+# the fields of HFTextConfig that fine-tuning fixed (the record's "input"): the text window, and
+# the pooling the classification head was trained on (the first token)
+INPUT_FIELDS = ("context", "context_future", "speaker_names", "max_length", "pooling")
 
 
 def fold_group_name(base: str, fold: int) -> str:

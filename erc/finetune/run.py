@@ -155,9 +155,9 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
         trainer.remove_callback(PrinterCallback)  # the per-step log lines
     last = get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
     trainer.train(resume_from_checkpoint=last)
+    trainer.save_model(str(out))  # the best dev epoch (load_best_model_at_end); every rank calls it
     if not trainer.is_world_process_zero():
-        return {}, False
-    trainer.save_model(str(out))  # the best dev epoch (load_best_model_at_end)
+        return {}, False  # under torchrun only rank 0 writes the record
     curve = dev_curve(trainer.state.log_history)
     best = max(curve, key=lambda e: e[METRIC]) if curve else {}
     ids = [u.utterance_id for u in corpus.utterances]
@@ -167,7 +167,8 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
                        "weights_sha256": weights_sha256(_local(w, modality))},
         "weights_sha256": weights_sha256(out), "config": cfg.hashed(), "seed": cfg.seed,
         "input": ({"context": cfg.context, "context_future": cfg.context_future, "speaker_names": cfg.speaker_names,
-                   "max_length": cfg.max_length} if modality == "text" else {"max_seconds": cfg.max_seconds}),
+                   "max_length": cfg.max_length, "pooling": "cls"}  # the classifier read the first token
+                  if modality == "text" else {"max_seconds": cfg.max_seconds}),
         "dataset": {"name": corpus.name, "root": corpus.root, "options": corpus.options,
                     "manifest_hash": corpus.manifest_hash(), "labels": corpus.labels},
         "split": plan.definition, "labels_seen": labels_seen([ids[r] for r in train], [ids[r] for r in dev]),
