@@ -161,16 +161,23 @@ def test_per_fold_finetune_passes_each_fold_and_refuses_another_folds_group(tiny
     with FeatureCache(cache) as fc:
         available = {"text": fc.encoders("text")}
     assert {fold_group_name("ft3", k) for k in range(3)} <= set(available["text"])
+    assert leaks.fold_encoders(available, {"text": "ft3"}, 2) == {"text": "ft3@fold2"}  # the bare name
+    first = DialogueData(cache, {"text": "ft3@fold0"}, folds=FoldSpec(3, 0))
+    leaks.check_fold_groups(first, 3, "dialogue")  # each fold's own encoder never saw its test labels
     for k in range(3):
-        groups = leaks.fold_encoders(available, {"text": "ft3@fold0"}, k)
-        assert groups == {"text": f"ft3@fold{k}"}
-        data = DialogueData(cache, groups, folds=FoldSpec(3, k))
-        leaks.check_data(data)  # each fold's own encoder never saw its test labels
+        view = leaks.fold_view(first, FoldSpec(3, k))
+        assert view.encoders == {"text": f"ft3@fold{k}"} and view.folds == FoldSpec(3, k)
+        with FeatureCache(cache) as fc:
+            np.testing.assert_array_equal(view.pooled["text"].numpy(), fc.pooled("text", f"ft3@fold{k}"))
+    with pytest.raises(UserError, match=r"of 4 \(dialogue\): .* fine-tuned on fold \d of 3 \(dialogue, fold seed 0\)"):
+        leaks.check_fold_groups(first, 4, "dialogue")  # encoders made for 3 folds, run on 4
+    with pytest.raises(UserError, match="^fold 0 of 3 .* fine-tuned on the official split"):  # before training
+        leaks.check_fold_groups(DialogueData(cache, {"text": "ft"}), 3, "dialogue")
     with pytest.raises(UserError, match="fold 1 of 3"):
         leaks.check_data(DialogueData(cache, {"text": "ft3@fold0"}, folds=FoldSpec(3, 1)))
     with pytest.raises(UserError, match="the test split"):  # a fold's encoder on the official split
         leaks.check_data(DialogueData(cache, {"text": "ft3@fold0"}))
-    with pytest.raises(UserError, match="lacks"):
+    with pytest.raises(UserError, match="fold 5 needs its own text group 'ft3@fold5'"):
         leaks.fold_encoders(available, {"text": "ft3@fold0"}, 5)
 
 

@@ -43,6 +43,14 @@ def seen_ids(attrs: Mapping[str, Any]) -> set[str]:
     return set(seen.get("train", [])) | set(seen.get("dev", []))
 
 
+def _trained_on(record: Mapping[str, Any]) -> str:
+    split = record.get("split") or {}
+    if split.get("kind") == "fold":
+        return (f"fold {split.get('fold')} of {split.get('n_folds')} ({split.get('grouping')}, fold seed "
+                f"{split.get('fold_seed')})")
+    return "the official split" if split.get("kind") == "official" else "an unrecorded split"
+
+
 def check_no_label_leak(groups_attrs: Mapping[str, Mapping[str, Any]], scored_test_ids: Sequence[str], where: str) -> None:
     """Raise a one-line :class:`UserError` when an utterance of ``scored_test_ids`` had its label
     seen by the encoder of a group in ``groups_attrs`` ("modality/group" -> the group's attributes).
@@ -57,7 +65,8 @@ def check_no_label_leak(groups_attrs: Mapping[str, Mapping[str, Any]], scored_te
             more = ", ..." if len(leaked) > SHOW else ""
             raise UserError(
                 f"{where}: {len(leaked)} of the {len(scored_test_ids)} test utterances had their labels seen by "
-                f"the fine-tuned encoder of {group} ({', '.join(leaked[:SHOW])}{more}); score them with features "
+                f"the fine-tuned encoder of {group} ({', '.join(leaked[:SHOW])}{more}), fine-tuned on "
+                f"{_trained_on(_record(attrs) or {})}; score them with features "
                 "fine-tuned without them (`erc finetune --folds` for fold runs, each fold on its own "
                 "<name>@fold<k> group) or with a frozen encoder")
 
@@ -100,14 +109,15 @@ def parse_fold_group(name: str) -> tuple[str, int | None]:
 
 
 def fold_encoders(available: Mapping[str, Sequence[str]], encoders: Mapping[str, str], fold: int) -> dict[str, str]:
-    """The groups fold ``fold`` reads: a per-fold group ``<name>@fold<j>`` is replaced by
-    ``<name>@fold<fold>``; other groups are kept. ``available``: modality -> the cache's groups
+    """The groups fold ``fold`` reads: a per-fold group ``<name>@fold<j>`` (or the bare ``<name>``
+    when only per-fold groups have it) is replaced by ``<name>@fold<fold>``; other groups are kept. ``available``: modality -> the cache's groups
     (``FeatureCache.encoders(m)``). A missing fold group is a one-line UserError."""
     out = {}
     for m, enc in encoders.items():
         base, k = parse_fold_group(enc)
-        if k is None:
-            out[m] = enc
+        have = available.get(m, ())
+        if k is None and (enc in have or f"{enc}@fold{fold}" not in have):
+            out[m] = enc  # a group of the whole corpus (a bare name of per-fold groups is read as them)
             continue
         mine = f"{base}@fold{fold}"
         if mine not in available.get(m, ()):
@@ -150,3 +160,27 @@ def check_cache_prediction(cache: FeatureCache | MemoryCache, encoders: Mapping[
     group): the attributes of the groups actually read decide."""
     attrs = {f"{m}/{e}": dict(cache.group(m, e).attrs) for m, e in encoders.items()}
     check_no_label_leak(attrs, predicted_test_ids(df, labels), "erc predict (the test split)")
+
+
+def check_fold_groups(data: DialogueData, n_folds: int, grouping: str, fold_seed: int = 0) -> None:
+    """Before any fold trains: fold k's test utterances against the records of the groups fold k
+    will read (its own ``<name>@fold<k>`` groups, :func:`fold_encoders`). Reads attributes only."""
+    with FeatureCache(data.cache_path) as fc:
+        available = cache_groups(fc, list(data.encoders))
+        for k in range(n_folds):
+            spec = FoldSpec(n_folds, k, grouping, fold_seed)  # type: ignore[arg-type]
+            groups = fold_encoders(available, data.encoders, k)
+            attrs = {f"{m}/{e}": dict(fc.group(m, e).attrs) for m, e in groups.items()}
+            check_no_label_leak(attrs, scored_test_ids(data.for_fold(spec)), f"fold {k} of {n_folds} ({grouping})")
+
+
+def fold_view(data: DialogueData, spec: FoldSpec, max_frames: int | None = None) -> DialogueData:
+    """The data fold ``spec`` trains on: ``data.for_fold(spec)`` when its groups are not per fold,
+    else the cache read again with fold k's own groups (``max_frames`` as ``data`` was loaded with);
+    guarded (:func:`check_data`)."""
+    with FeatureCache(data.cache_path) as fc:
+        groups = fold_encoders(cache_groups(fc, list(data.encoders)), data.encoders, spec.fold)
+        view = data.for_fold(spec) if groups == data.encoders else \
+            DialogueData(fc, groups, list(data.frames), max_frames, spec, data.dev_fraction)
+    check_data(view)
+    return view
