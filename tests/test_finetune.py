@@ -175,7 +175,7 @@ def test_per_fold_finetune_passes_each_fold_and_refuses_another_folds_group(tiny
         leaks.check_fold_groups(DialogueData(cache, {"text": "ft"}), 3, "dialogue")
     with pytest.raises(UserError, match="fold 1 of 3"):
         leaks.check_data(DialogueData(cache, {"text": "ft3@fold0"}, folds=FoldSpec(3, 1)))
-    with pytest.raises(UserError, match="the test split"):  # a fold's encoder on the official split
+    with pytest.raises(UserError, match="the official test split"):  # a fold's encoder on the official split
         leaks.check_data(DialogueData(cache, {"text": "ft3@fold0"}))
     with pytest.raises(UserError, match="fold 5 needs its own text group 'ft3@fold5'"):
         leaks.fold_encoders(available, {"text": "ft3@fold0"}, 5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -154,7 +155,9 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
     if cfg.quiet:
         trainer.remove_callback(PrinterCallback)  # the per-step log lines
     last = get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
-    trainer.train(resume_from_checkpoint=last)
+    with warnings.catch_warnings():  # the Trainer's note on ordering checkpoints by number, not time
+        warnings.filterwarnings("ignore", message="mtime may not be reliable")
+        trainer.train(resume_from_checkpoint=last)
     trainer.save_model(str(out))  # the best dev epoch (load_best_model_at_end); every rank calls it
     if not trainer.is_world_process_zero():
         return {}, False  # under torchrun only rank 0 writes the record

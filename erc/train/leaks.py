@@ -92,7 +92,7 @@ def check_data(data: DialogueData, where: str | None = None) -> None:
     """The guard on ``data`` as it stands (its current splits: official, or the fold it is a view of)."""
     if where is None:
         f = data.folds
-        where = f"fold {f.fold} of {f.n_folds} ({f.grouping})" if f is not None else "the test split"
+        where = f"fold {f.fold} of {f.n_folds} ({f.grouping})" if f is not None else "the official test split"
     check_no_label_leak(group_attrs_of(data), scored_test_ids(data), where)
 
 
