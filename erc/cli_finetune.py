@@ -36,6 +36,8 @@ def finetune(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Other FinetuneConfig fields, e.g. warmup_ratio=0.06, "
                                              "class_weights=false, context_future=1, max_seconds=10. Repeatable."),
     dataset_set: Optional[list[str]] = typer.Option(None, "--dataset-set", help="Dataset options, e.g. classes=4."),
+    download: bool = typer.Option(False, help="Fetch the base model from the Hugging Face hub when it is not in the "
+                                  "local cache (needs internet; by default nothing is downloaded)."),
     overwrite: bool = typer.Option(False, help="Replace a fine-tuning of another configuration in --out."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
@@ -55,14 +57,14 @@ def finetune(
     cfg = FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, context=context,
                          max_length=max_length, seed=seed, precision=precision, device=device, quiet=quiet)  # type: ignore[arg-type]
     cfg = apply_overrides(cfg, parse_assignments(set_), what="finetune")
-    window_encoder(modality, str(model), cfg)  # an unknown or absent model: one line before the corpus is read
+    window_encoder(modality, str(model), cfg, download)  # an unknown or absent model: one line before the corpus is read
     corpus = load_dataset(dataset, root, parse_assignments(dataset_set))
     console = Console(stderr=True)
     command = "erc finetune " + shlex.join(_args(dataset, root, modality, str(model), out, folds, cfg))
     console.print(f"[bold]{corpus.name}[/]: fine-tuning {modality} encoder {escape(str(model))} "
                   f"({'official split' if folds is None else f'--folds {folds}'}) -> {out}")
     try:
-        result = run_finetune(corpus, modality, str(model), out, cfg, folds, command, overwrite)
+        result = run_finetune(corpus, modality, str(model), out, cfg, folds, command, overwrite, download=download)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished epochs are checkpointed; re-run the same command to resume")
         raise typer.Exit(130) from None

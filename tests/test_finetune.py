@@ -268,6 +268,8 @@ def test_cli_finetune_on_the_demo_and_its_one_line_errors(tiny_bert: Path, demo_
     assert_one_line_error(run_erc_here(*common, "--audio", "mel", "--out", str(tmp_path / "x")), "Hugging Face")
     assert_one_line_error(run_erc_here(*common, "--text", str(tiny_bert), "--out", str(tmp_path / "x"),
                                        "--folds", "2"), "--folds")
+    assert_one_line_error(run_erc_here(*common, "--text", "roberta-large", "--out", str(tmp_path / "x")),
+                          "weights not found", "erc finetune --download")
     assert_one_line_error(run_erc_here(*common, "--text", str(tiny_bert), "--out", str(tmp_path / "x"),
                                        "--set", "warmup_ratio=2"), "warmup_ratio")
 

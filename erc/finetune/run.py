@@ -20,7 +20,7 @@ import numpy as np
 
 from erc.config import config_hash
 from erc.corpus import Corpus
-from erc.errors import UserError
+from erc.errors import UserError, WeightsMissing
 from erc.extract.encoders import build_encoder
 from erc.extract.encoders.base import Encoder
 from erc.extract.encoders.hf import HFWeights, resolve_weights
@@ -46,9 +46,9 @@ class FinetuneResult:
     skipped: list[str] = field(default_factory=list)
 
 
-def window_encoder(modality: str, model: str, cfg: FinetuneConfig) -> Encoder:
-    """The extractor's encoder for ``model``: resolves the weights (offline, one-line errors) and
-    builds the inputs (text window / audio segment) exactly as ``erc extract`` will."""
+def window_encoder(modality: str, model: str, cfg: FinetuneConfig, download: bool = False) -> Encoder:
+    """The extractor's encoder for ``model``: resolves the weights (offline unless ``download``,
+    one-line errors) and builds the inputs (text window / audio segment) exactly as ``erc extract`` will."""
     if modality == "text":
         settings = {"context": str(cfg.context), "context_future": str(cfg.context_future),
                     "speaker_names": str(cfg.speaker_names).lower(), "max_length": str(cfg.max_length)}
@@ -60,7 +60,12 @@ def window_encoder(modality: str, model: str, cfg: FinetuneConfig) -> Encoder:
     if not isinstance(enc, HFWeights):
         raise UserError(f"--{modality} {model!r} is not a Hugging Face model; erc finetune needs a model id or "
                         f"a local save_pretrained folder ({'e.g. roberta-large, minilm' if modality == 'text' else 'wav2vec2 / WavLM / HuBERT'})")
-    enc.check()
+    if download:
+        enc = build_encoder(modality, model, {**settings, "download": "true"})
+    try:
+        enc.check()
+    except WeightsMissing as e:  # the hint of erc finetune, not of erc extract
+        raise WeightsMissing(str(e).replace(f"--set {modality}.download=true", "erc finetune --download")) from None
     return enc
 
 
@@ -112,13 +117,14 @@ def _load_model(modality: str, enc: HFWeights, labels: list[str]) -> tuple[Any, 
 
 
 def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, out: Path, cfg: FinetuneConfig,
-                   command: str = "", overwrite: bool = False, callbacks: Sequence[Any] = ()) -> tuple[dict[str, Any], bool]:
+                   command: str = "", overwrite: bool = False, callbacks: Sequence[Any] = (),
+                   download: bool = False) -> tuple[dict[str, Any], bool]:
     """Fine-tune ``model`` on ``plan``'s train utterances, pick the epoch on its dev ones, write
     ``out``. Returns (the finetune.json record, whether it was already there)."""
     from transformers import DataCollatorWithPadding, PrinterCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    enc = window_encoder(modality, model, cfg)
+    enc = window_encoder(modality, model, cfg, download)
     labels = _labels(corpus)
     train, dev = _rows(plan, labels, "train"), _rows(plan, labels, "dev")
     if not train or not dev:
@@ -197,15 +203,18 @@ def _local(w: Any, modality: str) -> str:
 
 
 def finetune(corpus: Corpus, modality: str, model: str, out: str | Path, cfg: FinetuneConfig, folds: str | None = None,
-             command: str = "", overwrite: bool = False, callbacks: Sequence[Any] = ()) -> FinetuneResult:
+             command: str = "", overwrite: bool = False, callbacks: Sequence[Any] = (),
+             download: bool = False) -> FinetuneResult:
     """Fine-tune on the official split into ``out``, or (``folds``: "session" or K) one encoder
-    per fold into ``out/fold<k>`` with ``out/finetune.json`` listing them."""
+    per fold into ``out/fold<k>`` with ``out/finetune.json`` listing them. ``download``: fetch
+    the base model from the Hugging Face hub when it is not local (needs internet)."""
     out = Path(out)
     plans = plan_splits(corpus, folds, cfg.dev_fraction, cfg.fold_seed)
     result = FinetuneResult(out, [])
     for plan in plans:
         where = out if plan.fold is None else out / plan.name
-        record, skipped = finetune_split(corpus, modality, model, plan, where, cfg, command, overwrite, callbacks)
+        record, skipped = finetune_split(corpus, modality, model, plan, where, cfg, command, overwrite, callbacks,
+                                         download)
         result.records.append(record)
         if skipped:
             result.skipped.append(plan.name)
