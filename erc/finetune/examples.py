@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from erc.corpus import Corpus, Utterance
-from erc.errors import MediaError
+from erc.errors import MediaError, UserError
 from erc.extract.encoders.base import Encoder
 
 
@@ -60,8 +60,9 @@ class AudioExamples(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         try:
             wave = self.reader.prepare(*self.items[i])
-        except MediaError:  # a clip that cannot be read: a short silence, so one bad file does not stop a run
-            wave = np.zeros(400, dtype=np.float32)
+        except MediaError as e:  # a clip that exists but cannot be decoded: one line, not a traceback
+            dlg, pos = self.items[i]
+            raise UserError(f"utterance {dlg[pos].utterance_id}: its audio cannot be read ({e})") from None
         return {"wave": wave, "labels": self.labels[i]}
 
 

@@ -9,6 +9,7 @@ another configuration is refused unless ``overwrite``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import warnings
@@ -88,11 +89,21 @@ def _prepare_folder(out: Path, chash: str, overwrite: bool) -> dict[str, Any] | 
     if other and not overwrite:
         raise UserError(f"{out} holds a fine-tuning of another configuration; pass --overwrite to replace it, "
                         "or another --out")
-    if other:
+    if other and _leader():
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
         (out / FINETUNE_JSON).unlink(missing_ok=True)
+    if other:
         return None
     return record
+
+
+def _leader() -> bool:
+    """Whether this process writes and removes files (rank 0 under ``torchrun``; the only one otherwise)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _has_audio(u: Any) -> bool:
+    return bool(u.audio) and Path(u.audio).is_file()
 
 
 def _load_model(modality: str, enc: HFWeights, labels: list[str]) -> tuple[Any, Any]:
@@ -127,9 +138,12 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
     enc = window_encoder(modality, model, cfg, download)
     labels = _labels(corpus)
     train, dev = _rows(plan, labels, "train"), _rows(plan, labels, "dev")
+    if modality == "audio":  # only utterances with a clip: exactly those whose labels are seen
+        train = [r for r in train if _has_audio(corpus.utterances[r])]
+        dev = [r for r in dev if _has_audio(corpus.utterances[r])]
     if not train or not dev:
-        raise UserError(f"{corpus.name} ({plan.name}) has {len(train)} labelled train and {len(dev)} dev utterances; "
-                        "fine-tuning needs both")
+        raise UserError(f"{corpus.name} ({plan.name}) has {len(train)} labelled train and {len(dev)} dev utterances"
+                        f"{' with audio' if modality == 'audio' else ''}; fine-tuning needs both")
     w = enc.resolve()
     identity = {"modality": modality, "model": w.model, "config": cfg.hashed(), "split": plan.definition,
                 "manifest_hash": corpus.manifest_hash(), "labels": corpus.labels}
@@ -153,7 +167,8 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
         data = {s: AudioExamples(corpus, rows, labels, enc) for s, rows in (("train", train), ("dev", dev))}
         collator = AudioCollator(proc, rate)
     ckpts = out / CHECKPOINTS
-    write_atomic(ckpts / RUN_JSON, json.dumps({"config_hash": chash, "identity": identity}, default=str))
+    if _leader():
+        write_atomic(ckpts / RUN_JSON, json.dumps({"config_hash": chash, "identity": identity}, default=str))
     trainer = WeightedTrainer(model=net, args=training_args(cfg, ckpts), train_dataset=data["train"],
                               eval_dataset=data["dev"], data_collator=collator, processing_class=proc,
                               compute_metrics=compute_metrics, callbacks=list(callbacks),
@@ -168,7 +183,7 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
     if not trainer.is_world_process_zero():
         return {}, False  # under torchrun only rank 0 writes the record
     curve = dev_curve(trainer.state.log_history)
-    best = max(curve, key=lambda e: e[METRIC]) if curve else {}
+    best = _best(curve, trainer.state.best_model_checkpoint)
     ids = [u.utterance_id for u in corpus.utterances]
     record = {
         "kind": "single", "modality": modality, "config_hash": chash,
@@ -190,6 +205,13 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
     if not cfg.keep_checkpoints:
         shutil.rmtree(ckpts, ignore_errors=True)
     return read_record(out) or record, False
+
+
+def _best(curve: list[dict[str, Any]], checkpoint: str | None) -> dict[str, Any]:
+    """The dev evaluation of the checkpoint the Trainer loaded at the end (``checkpoint-<step>``)."""
+    step = int(Path(checkpoint).name.rsplit("-", 1)[-1]) if checkpoint else None
+    mine = [e for e in curve if e["step"] == step]
+    return mine[0] if mine else (max(curve, key=lambda e: e[METRIC]) if curve else {})
 
 
 def _local(w: Any, modality: str) -> str:
