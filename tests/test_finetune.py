@@ -177,6 +177,10 @@ def test_per_fold_finetune_passes_each_fold_and_refuses_another_folds_group(tiny
         leaks.check_data(DialogueData(cache, {"text": "ft3@fold0"}, folds=FoldSpec(3, 1)))
     with pytest.raises(UserError, match="the official test split"):  # a fold's encoder on the official split
         leaks.check_data(DialogueData(cache, {"text": "ft3@fold0"}))
+    from erc.extract.finetuned import build_encoders
+
+    assert [e.name for e in build_encoders("text", str(out / "fold2"))] == ["ft3@fold2"]  # one fold alone
+    assert [e.name for e in build_encoders("text", str(out), {"name": "x"})] == ["x@fold0", "x@fold1", "x@fold2"]
     with pytest.raises(UserError, match="fold 5 needs its own text group 'ft3@fold5'"):
         leaks.fold_encoders(available, {"text": "ft3@fold0"}, 5)
 

@@ -88,6 +88,10 @@ def build_encoders(modality: str, name: str, overrides: dict[str, str] | None = 
     if record.get("modality") != modality:
         raise UserError(f"{name} was fine-tuned as a {record.get('modality')} encoder, not a {modality} one")
     settings = {**input_defaults(record, modality), **overrides}
+    split = record.get("split") or {}
+    if record["kind"] == "single" and split.get("kind") == "fold" and "name" not in overrides:
+        # one fold's folder given alone (DIR/fold2): the group name it has among its folds
+        settings["name"] = fold_group_name(folder.resolve().parent.name, int(split["fold"]))  # type: ignore[union-attr]
     if record["kind"] == "single":
         return [e for e in [build_encoder(modality, name, settings)] if e is not None]
     base = overrides.get("name") or name.rstrip("/").split("/")[-1]
