@@ -24,6 +24,7 @@ def _register() -> None:
     from erc import cli_cache, cli_extract, cli_list
 
     app.command("extract")(cli_extract.extract)
+    app.command("finetune")(__import__("erc.cli_finetune", fromlist=["finetune"]).finetune)
     cache_app.command("info")(cli_cache.info)
     cache_app.command("verify")(cli_cache.verify)
     cache_app.command("merge")(cli_cache.merge)

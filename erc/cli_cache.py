@@ -13,6 +13,7 @@ from rich.table import Table
 
 def info(path: Path = typer.Argument(..., help="A feature cache (.h5).")) -> None:
     """Provenance, counts per split and label, dims and missing rate per encoder."""
+    from erc.extract.finetuned import describe_record
     from erc.features.reader import FeatureCache
 
     console = Console()
@@ -54,6 +55,8 @@ def info(path: Path = typer.Argument(..., help="A feature cache (.h5).")) -> Non
             prov = g.attrs.get("provenance")
             if prov:
                 console.print(f"{g.modality}/{g.encoder} provenance: {prov}")
+            if g.attrs.get("finetune"):
+                console.print(f"  fine-tuned: {describe_record(g.attrs['finetune'])}", highlight=False)
             libs = g.attrs.get("library_versions")
             if libs:
                 console.print(f"  libraries: {', '.join(f'{k} {v}' for k, v in json.loads(libs).items())}")

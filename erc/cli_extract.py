@@ -52,7 +52,7 @@ def extract(
 ) -> None:
     """Run the encoders over a dataset once and cache per-utterance features in one HDF5 file."""
     from erc.extract.datasets import DATASETS, load_dataset
-    from erc.extract.encoders import build_encoder
+    from erc.extract.finetuned import build_encoders
     from erc.extract.preflight import preflight
     from erc.device import resolve_device
     from erc.extract.run import RunConfig
@@ -66,9 +66,8 @@ def extract(
         raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
     resolve_device(device)  # an unknown or absent device is one line before any work
     settings = split_settings(set_)
-    encoders = [e for e in (build_encoder("text", text, settings["text"]),
-                            build_encoder("audio", audio, settings["audio"]),
-                            build_encoder("video", video, settings["video"])) if e is not None]
+    encoders = [e for m, name in (("text", text), ("audio", audio), ("video", video))
+                for e in build_encoders(m, name, settings[m])]  # a per-fold fine-tuned folder: one a fold
     if not encoders:
         raise UserError("nothing to extract: --text, --audio and --video are all none")
     corpus = load_dataset(dataset, root, settings["dataset"])

@@ -1,0 +1,128 @@
+"""Encoders fine-tuned by ``erc finetune``: reading their ``finetune.json`` record at extraction.
+
+A fine-tuned folder is a ``save_pretrained`` folder plus ``finetune.json`` (what it was trained on,
+whose labels it saw). ``erc extract --text DIR`` reads it like any local model; this module adds:
+
+- the record on the cache group (``finetune`` attribute, :func:`record_of`), which the leak guard
+  (:mod:`erc.train.leaks`) reads, and the fine-tuned weights' hash in the group's config hash, so
+  re-fine-tuning into the same folder re-extracts;
+- the text window the encoder was fine-tuned on (context, speaker names, length) and the pooling
+  its classifier read (the first token) as the extraction's defaults (``--set text.*`` still wins);
+- per-fold folders (``erc finetune --folds``): ``DIR/finetune.json`` of kind ``folds`` lists
+  ``DIR/fold<k>``, and extraction writes one group per fold, named ``<name>@fold<k>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from erc.errors import UserError
+
+if TYPE_CHECKING:
+    from erc.extract.encoders.base import Encoder
+
+FINETUNE_JSON = "finetune.json"
+FOLD_SUFFIX = re.compile(r"^(?P<base>.+)@fold(?P<k>\d+)$")
+# the fields of HFTextConfig that fine-tuning fixed (the record's "input"): the text window, and
+# the pooling the classification head was trained on (the first token)
+INPUT_FIELDS = ("context", "context_future", "speaker_names", "max_length", "pooling")
+
+
+def fold_group_name(base: str, fold: int) -> str:
+    """Cache group name of fold ``fold``'s encoder: ``roberta-ft`` -> ``roberta-ft@fold3``."""
+    return f"{base}@fold{fold}"
+
+
+def parse_fold_group(name: str) -> tuple[str, int | None]:
+    """``"roberta-ft@fold3"`` -> ``("roberta-ft", 3)``; a name without the suffix -> ``(name, None)``."""
+    m = FOLD_SUFFIX.match(name)
+    return (m.group("base"), int(m.group("k"))) if m else (name, None)
+
+
+def read_record(folder: str | Path) -> dict[str, Any] | None:
+    """The ``finetune.json`` of ``folder`` (None when the folder has none)."""
+    path = Path(folder).expanduser() / FINETUNE_JSON
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} cannot be read ({e}); fine-tune again into that folder") from None
+    if not isinstance(record, dict) or "kind" not in record:
+        raise UserError(f"{path} is not an erc finetune record (no 'kind'); fine-tune again into that folder")
+    return record
+
+
+def record_of(encoder: Encoder) -> dict[str, Any] | None:
+    """The fine-tuning record of an encoder whose ``model`` is a fine-tuned folder, else None."""
+    model = getattr(encoder.config, "model", "")
+    if not model or not Path(str(model)).expanduser().is_dir():
+        return None
+    record = read_record(model)
+    return record if record is not None and record.get("kind") == "single" else None
+
+
+def input_defaults(record: dict[str, Any], modality: str) -> dict[str, str]:
+    """``--set`` style defaults of the text window the encoder was fine-tuned on."""
+    if modality != "text":
+        return {}
+    given = record.get("input") or {}
+    return {k: str(given[k]).lower() if isinstance(given[k], bool) else str(given[k])
+            for k in INPUT_FIELDS if k in given}
+
+
+def build_encoders(modality: str, name: str, overrides: dict[str, str] | None = None) -> list[Encoder]:
+    """The encoders ``--<modality> name`` stands for: none, one, or (a per-fold fine-tuned folder)
+    one per fold, named ``<name>@fold<k>``. A fine-tuned folder's text window is the default."""
+    from erc.extract.encoders import build_encoder
+
+    overrides = dict(overrides or {})
+    folder = Path(name).expanduser() if name and name.lower() != "none" else None
+    record = read_record(folder) if folder is not None and folder.is_dir() else None
+    if record is None:
+        enc = build_encoder(modality, name, overrides)
+        return [] if enc is None else [enc]
+    if record.get("modality") != modality:
+        raise UserError(f"{name} was fine-tuned as a {record.get('modality')} encoder, not a {modality} one")
+    settings = {**input_defaults(record, modality), **overrides}
+    split = record.get("split") or {}
+    if record["kind"] == "single" and split.get("kind") == "fold" and "name" not in overrides:
+        # one fold's folder given alone (DIR/fold2): the group name it has among its folds
+        settings["name"] = fold_group_name(folder.resolve().parent.name, int(split["fold"]))  # type: ignore[union-attr]
+    if record["kind"] == "single":
+        return [e for e in [build_encoder(modality, name, settings)] if e is not None]
+    base = overrides.get("name") or name.rstrip("/").split("/")[-1]
+    out = []
+    for fold in record.get("folds", []):
+        sub = folder / fold["dir"]  # type: ignore[operator]
+        if read_record(sub) is None:
+            raise UserError(f"{sub} has no {FINETUNE_JSON}: fold {fold['fold']} did not finish; run "
+                            "`erc finetune` again with the same options to complete it")
+        enc = build_encoder(modality, str(sub), {**settings, "name": fold_group_name(base, int(fold["fold"]))})
+        if enc is not None:
+            out.append(enc)
+    if not out:
+        raise UserError(f"{name}/{FINETUNE_JSON} lists no finished fold")
+    return out
+
+
+def as_record(value: str | dict[str, Any]) -> dict[str, Any]:
+    """A group's ``finetune`` attribute (a JSON string in a cache file, a dict in memory) as a dict."""
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def describe_record(value: str | dict[str, Any]) -> str:
+    """One line for ``erc cache info``: base model, whose labels it saw, the selected epoch."""
+    r = as_record(value)
+    base = r.get("base_model") or {}
+    seen = r.get("labels_seen") or {}
+    split = r.get("split") or {}
+    where = (f"fold {split.get('fold')} of {split.get('n_folds')} ({split.get('grouping')} grouping)"
+             if split.get("kind") == "fold" else "the official split")
+    return (f"from {base.get('model')} (weights sha256 {str(base.get('weights_sha256', ''))[:12]}) on "
+            f"{r.get('dataset', {}).get('name')} {where}: labels of {len(seen.get('train', []))} train "
+            f"utterances (trained on) and {len(seen.get('dev', []))} dev (epoch selection); best epoch "
+            f"{r.get('best_epoch')} dev W-F1 {r.get('best_dev_weighted_f1')}, seed {r.get('seed')}")

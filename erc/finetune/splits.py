@@ -1,0 +1,75 @@
+"""Which utterances each fine-tuning trains on, selects on and must never see.
+
+The splits are made exactly as ``erc train-head`` makes them from a cache of the same corpus (the
+cache keeps the corpus's utterance order): the official split with ``dev_fraction`` of the train
+dialogues carved out as dev when there is no dev (:func:`erc.train.folds.carve_dev`), or fold ``k``
+of ``--folds K`` / ``--folds session`` (:func:`erc.train.folds.fold_splits`). So the encoder of
+fold ``k`` never sees a label of the utterances ``train-head`` scores as fold ``k``'s test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from erc.corpus import Corpus
+from erc.errors import UserError
+from erc.train.folds import FoldSpec, Grouping, carve_dev, fold_splits, session_of
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """One fine-tuning's splits: ``name`` ("official" or "fold<k>", the sub-folder of a per-fold
+    run), ``splits [N]`` "train" / "dev" / "test" by corpus utterance, and ``definition`` (what
+    finetune.json records of it)."""
+
+    name: str
+    splits: np.ndarray
+    definition: dict[str, Any]
+    fold: int | None = None
+
+
+def dialogue_codes(corpus: Corpus) -> tuple[np.ndarray, list[str]]:
+    """``(codes [N], names [D])``: each utterance's dialogue index, in order of first appearance
+    (as :class:`erc.train.dialogues.DialogueData` numbers a cache's dialogues)."""
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(u.dialogue_id, len(index)) for u in corpus.utterances),
+                        dtype=np.int64, count=len(corpus.utterances))
+    return codes, list(index)
+
+
+def parse_folds(value: str | None) -> tuple[int | None, Grouping] | None:
+    """``None`` -> None (official split); ``"session"`` -> (None, "session"): one fold per session;
+    ``"5"`` -> (5, "dialogue"): 5 folds of whole dialogues (train-head's ``--folds 5``)."""
+    if value is None:
+        return None
+    v = value.strip().lower()
+    if v == "session":
+        return None, "session"
+    if v.isdigit() and int(v) >= 3:
+        return int(v), "dialogue"
+    raise UserError(f"--folds takes 'session' or a number of folds >= 3; got {value!r}")
+
+
+def plan_splits(corpus: Corpus, folds: str | None, dev_fraction: float = 0.1, fold_seed: int = 0) -> list[SplitPlan]:
+    """The fine-tunings ``--folds`` asks for: one on the official split, or one per fold."""
+    codes, names = dialogue_codes(corpus)
+    parsed = parse_folds(folds)
+    if parsed is None:
+        given = np.asarray([u.split for u in corpus.utterances], dtype=object)
+        splits = carve_dev(given, codes, dev_fraction)
+        carved = not (given == "dev").any()
+        return [SplitPlan("official", splits, {"kind": "official", "dev_carved": carved,
+                                                "dev_fraction": dev_fraction if carved else None})]
+    n, grouping = parsed
+    if n is None:
+        n = len(set(session_of(names).tolist()))
+    plans = []
+    for k in range(n):
+        spec = FoldSpec(n, k, grouping, fold_seed)
+        definition = {"kind": "fold", "n_folds": n, "fold": k, "grouping": grouping, "fold_seed": fold_seed,
+                      "dev_fraction": dev_fraction}
+        plans.append(SplitPlan(f"fold{k}", fold_splits(codes, spec, names, dev_fraction), definition, k))
+    return plans

@@ -1,0 +1,186 @@
+"""The label-leak guard: no utterance scored as test may have had its label seen by an encoder
+that produced a feature in use.
+
+An encoder fine-tuned by ``erc finetune`` carries its ``finetune.json`` record on its cache group
+(attribute ``finetune``): ``labels_seen`` lists the utterances it trained on (``train``) and
+chose its epoch on (``dev``). A frozen encoder has no record and always passes.
+
+Per-fold encoders (``erc finetune --folds``) are stored as one group per fold, named
+``<name>@fold<k>`` (the same format as :func:`erc.extract.finetuned.fold_group_name`; extract and
+train are sibling layers, so the two modules share the format, not the code): fold ``k`` must
+read its own group, :func:`fold_encoders` maps a run's groups to fold ``k``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Mapping, Sequence
+
+from erc.errors import UserError
+from erc.features.memory import MemoryCache
+from erc.features.reader import FeatureCache
+from erc.train.dialogues import DialogueData
+from erc.train.folds import FoldSpec
+
+FOLD_SUFFIX = re.compile(r"^(?P<base>.+)@fold(?P<k>\d+)$")
+SHOW = 3  # ids named in the error
+
+
+def _record(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    value = attrs.get("finetune")
+    if not value:
+        return None
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def seen_ids(attrs: Mapping[str, Any]) -> set[str]:
+    """The utterance ids whose labels the encoder of a group saw (train and dev); empty when frozen."""
+    record = _record(attrs)
+    if record is None:
+        return set()
+    seen = record.get("labels_seen") or {}
+    return set(seen.get("train", [])) | set(seen.get("dev", []))
+
+
+def _trained_on(record: Mapping[str, Any]) -> str:
+    split = record.get("split") or {}
+    if split.get("kind") == "fold":
+        return (f"fold {split.get('fold')} of {split.get('n_folds')} ({split.get('grouping')}, fold seed "
+                f"{split.get('fold_seed')})")
+    return "the official split" if split.get("kind") == "official" else "an unrecorded split"
+
+
+def check_no_label_leak(groups_attrs: Mapping[str, Mapping[str, Any]], scored_test_ids: Sequence[str], where: str) -> None:
+    """Raise a one-line :class:`UserError` when an utterance of ``scored_test_ids`` had its label
+    seen by the encoder of a group in ``groups_attrs`` ("modality/group" -> the group's attributes).
+
+    where: what is being scored, e.g. "fold 2 of 5" or "the official test split"."""
+    for group, attrs in groups_attrs.items():
+        seen = seen_ids(attrs)
+        if not seen:
+            continue
+        leaked = [u for u in scored_test_ids if u in seen]
+        if leaked:
+            more = ", ..." if len(leaked) > SHOW else ""
+            raise UserError(
+                f"{where}: {len(leaked)} of the {len(scored_test_ids)} test utterances had their labels seen by "
+                f"the fine-tuned encoder of {group} ({', '.join(leaked[:SHOW])}{more}), fine-tuned on "
+                f"{_trained_on(_record(attrs) or {})}; score them with features "
+                "fine-tuned without them (`erc finetune --folds` for fold runs, each fold on its own "
+                "<name>@fold<k> group) or with a frozen encoder")
+
+
+def group_attrs_of(data: DialogueData) -> dict[str, dict[str, Any]]:
+    """"modality/group" -> attributes of each encoder group ``data`` reads."""
+    return {f"{m}/{data.encoders[m]}": dict(g.attrs) for m, g in data.groups.items()}
+
+
+def scored_test_ids(data: DialogueData) -> list[str]:
+    """Ids of the labelled utterances of ``data``'s current "test" split (what a run scores)."""
+    rows = data.utterances_in("test")
+    return [data.utterance_ids[r] for r in rows if int(data.y[r]) >= 0]
+
+
+def fold_test_ids(data: DialogueData, n_folds: int, grouping: str, fold_seed: int = 0) -> dict[int, list[str]]:
+    """Fold k -> the labelled test ids of fold k of ``n_folds`` (the splits ``cross_validate`` uses)."""
+    return {k: scored_test_ids(data.for_fold(FoldSpec(n_folds, k, grouping, fold_seed)))  # type: ignore[arg-type]
+            for k in range(n_folds)}
+
+
+def check_data(data: DialogueData, where: str | None = None) -> None:
+    """The guard on ``data`` as it stands (its current splits: official, or the fold it is a view of)."""
+    if where is None:
+        f = data.folds
+        where = f"fold {f.fold} of {f.n_folds} ({f.grouping})" if f is not None else "the official test split"
+    check_no_label_leak(group_attrs_of(data), scored_test_ids(data), where)
+
+
+def check_folds(data: DialogueData, n_folds: int, grouping: str, fold_seed: int = 0) -> None:
+    """The guard on every fold of a CV over ``data``'s groups (for groups that are not per fold)."""
+    for k in range(n_folds):
+        check_data(data.for_fold(FoldSpec(n_folds, k, grouping, fold_seed)))  # type: ignore[arg-type]
+
+
+def parse_fold_group(name: str) -> tuple[str, int | None]:
+    """``"roberta-ft@fold3"`` -> ``("roberta-ft", 3)``; other names -> ``(name, None)``."""
+    m = FOLD_SUFFIX.match(name)
+    return (m.group("base"), int(m.group("k"))) if m else (name, None)
+
+
+def fold_encoders(available: Mapping[str, Sequence[str]], encoders: Mapping[str, str], fold: int) -> dict[str, str]:
+    """The groups fold ``fold`` reads: a per-fold group ``<name>@fold<j>`` (or the bare ``<name>``
+    when only per-fold groups have it) is replaced by ``<name>@fold<fold>``; other groups are kept. ``available``: modality -> the cache's groups
+    (``FeatureCache.encoders(m)``). A missing fold group is a one-line UserError."""
+    out = {}
+    for m, enc in encoders.items():
+        base, k = parse_fold_group(enc)
+        have = available.get(m, ())
+        if k is None and (enc in have or f"{enc}@fold{fold}" not in have):
+            out[m] = enc  # a group of the whole corpus (a bare name of per-fold groups is read as them)
+            continue
+        mine = f"{base}@fold{fold}"
+        if mine not in available.get(m, ()):
+            raise UserError(f"fold {fold} needs its own {m} group {mine!r}, which the cache lacks (has: "
+                            f"{', '.join(available.get(m, ()))}); extract the per-fold fine-tuned folder with "
+                            "`erc extract --text DIR` (one group per fold)")
+        out[m] = mine
+    return out
+
+
+def ensemble_group_attrs(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """"modality/group" -> attributes, from a run's recorded groups (``Ensemble.groups``: modality ->
+    ``{"encoder": name, "attrs": {...}}``, as :meth:`DialogueData.provenance` writes them)."""
+    return {f"{m}/{g.get('encoder')}": dict(g.get("attrs") or {}) for m, g in groups.items()}
+
+
+def predicted_test_ids(df: Any, labels: Sequence[str]) -> list[str]:
+    """Ids of the rows of a prediction frame (``erc.train.predict.predict_frame``) that ``erc predict``
+    scores as test: split "test" (new conversations' default) and a label the run knows (none when
+    the frame has no label column: nothing is scored)."""
+    if "label" not in df.columns or "split" not in df.columns:
+        return []
+    keep = df["label"].isin(list(labels)) & (df["split"] == "test")
+    return [str(u) for u in df.loc[keep, "utterance_id"]]
+
+
+def check_prediction(groups: Mapping[str, Mapping[str, Any]], df: Any, labels: Sequence[str]) -> None:
+    """The guard before ``erc predict`` prints scores: ``groups`` = ``Ensemble.groups``."""
+    check_no_label_leak(ensemble_group_attrs(groups), predicted_test_ids(df, labels), "erc predict (the test split)")
+
+
+def cache_groups(cache: FeatureCache | MemoryCache, modalities: Sequence[str]) -> dict[str, list[str]]:
+    """Modality -> the cache's encoder groups (the ``available`` of :func:`fold_encoders`)."""
+    return {m: list(cache.encoders(m)) for m in modalities}
+
+
+def check_cache_prediction(cache: FeatureCache | MemoryCache, encoders: Mapping[str, str], df: Any,
+                           labels: Sequence[str]) -> None:
+    """The guard on a prediction frame ``df`` made from ``cache``'s groups ``encoders`` (modality ->
+    group): the attributes of the groups actually read decide."""
+    attrs = {f"{m}/{e}": dict(cache.group(m, e).attrs) for m, e in encoders.items()}
+    check_no_label_leak(attrs, predicted_test_ids(df, labels), "erc predict (the test split)")
+
+
+def check_fold_groups(data: DialogueData, n_folds: int, grouping: str, fold_seed: int = 0) -> None:
+    """Before any fold trains: fold k's test utterances against the records of the groups fold k
+    will read (its own ``<name>@fold<k>`` groups, :func:`fold_encoders`). Reads attributes only."""
+    with FeatureCache(data.cache_path) as fc:
+        available = cache_groups(fc, list(data.encoders))
+        for k in range(n_folds):
+            spec = FoldSpec(n_folds, k, grouping, fold_seed)  # type: ignore[arg-type]
+            groups = fold_encoders(available, data.encoders, k)
+            attrs = {f"{m}/{e}": dict(fc.group(m, e).attrs) for m, e in groups.items()}
+            check_no_label_leak(attrs, scored_test_ids(data.for_fold(spec)), f"fold {k} of {n_folds} ({grouping})")
+
+
+def fold_view(data: DialogueData, spec: FoldSpec, max_frames: int | None = None) -> DialogueData:
+    """The data fold ``spec`` trains on: ``data.for_fold(spec)`` when its groups are not per fold,
+    else the cache read again with fold k's own groups (``max_frames`` as ``data`` was loaded with);
+    guarded (:func:`check_data`)."""
+    with FeatureCache(data.cache_path) as fc:
+        groups = fold_encoders(cache_groups(fc, list(data.encoders)), data.encoders, spec.fold)
+        view = data.for_fold(spec) if groups == data.encoders else \
+            DialogueData(fc, groups, list(data.frames), max_frames, spec, data.dev_fraction)
+    check_data(view)
+    return view
