@@ -134,6 +134,16 @@ def test_guard_passes_the_official_split_and_refuses_folds(cache: Path) -> None:
     leaks.check_folds(DialogueData(cache, {"text": frozen}), 3, "dialogue")  # a frozen encoder passes
 
 
+def test_train_head_runs_on_the_official_split_and_refuses_folds_with_one_line(cache: Path, tmp_path: Path) -> None:
+    common = ("train-head", "--model", "gru", "--features", str(cache), "--encoders", "text=ft", "--epochs", "1",
+              "--seeds", "1", "--device", "cpu", "--quiet", "--set", "hidden=8")
+    ran = run_erc_here(*common, "--out", str(tmp_path / "official"))
+    assert ran.code == 0, ran.err
+    refused = run_erc_here(*common, "--folds", "3", "--out", str(tmp_path / "folds"))
+    assert_one_line_error(refused, "fold 0 of 3 (dialogue)", "had their labels seen")
+    assert not (tmp_path / "folds" / "seed0").exists()
+
+
 def test_guard_unit_counts_and_names_the_first_ids() -> None:
     attrs = {"text/a": {"finetune": json.dumps({"labels_seen": {"train": ["u1", "u2", "u3", "u4"], "dev": ["u9"]}})},
              "audio/mel": {"provenance": "{}"}}
@@ -256,6 +266,17 @@ def test_session_folds_refuse_official_features_and_run_on_per_session_ones(tiny
     for k in range(3):
         leaks.check_data(DialogueData(cache_path, leaks.fold_encoders(available, {"text": "per@fold0"}, k),
                                       folds=FoldSpec(3, k, "session")))
+    # the same through erc train-head: refused on the official fine-tuning, run on the per-session ones
+    common = ("train-head", "--model", "gru", "--features", str(cache_path), "--folds", "session", "--epochs", "1",
+              "--seeds", "1", "--device", "cpu", "--quiet", "--set", "hidden=8")
+    refused = run_erc_here(*common, "--encoders", "text=off", "--out", str(tmp_path / "r-off"))
+    assert_one_line_error(refused, "fold 0 of 3 (session)", "had their labels seen")
+    assert not (tmp_path / "r-off" / "seed0").exists()
+    ran = run_erc_here(*common, "--encoders", "text=per@fold0", "--out", str(tmp_path / "r-per"))
+    assert ran.code == 0, ran.err
+    for k in range(3):
+        config = json.loads((tmp_path / "r-per" / "seed0" / f"fold{k}" / "config.json").read_text())
+        assert config["encoders"] == {"text": f"per@fold{k}"}  # each fold reads its own encoder
 
 
 def test_cli_finetune_on_the_demo_and_its_one_line_errors(tiny_bert: Path, demo_root: Path, tmp_path: Path) -> None:
@@ -271,11 +292,14 @@ def test_cli_finetune_on_the_demo_and_its_one_line_errors(tiny_bert: Path, demo_
     assert_one_line_error(run_erc_here(*common, "--text", "mel", "--out", str(tmp_path / "x")), "not a text one")
     assert_one_line_error(run_erc_here(*common, "--audio", "mel", "--out", str(tmp_path / "x")), "Hugging Face")
     assert_one_line_error(run_erc_here(*common, "--text", str(tiny_bert), "--out", str(tmp_path / "x"),
-                                       "--folds", "2"), "--folds")
+                                       "--max-length", "32", "--folds", "2"), "--folds")
     assert_one_line_error(run_erc_here(*common, "--text", "roberta-large", "--out", str(tmp_path / "x")),
                           "weights not found", "erc finetune --download")
     assert_one_line_error(run_erc_here(*common, "--text", str(tiny_bert), "--out", str(tmp_path / "x"),
-                                       "--set", "warmup_ratio=2"), "warmup_ratio")
+                                       "--max-length", "32", "--set", "warmup_ratio=2"), "warmup_ratio")
+    # the model's 128 positions are fewer than --max-length's default 256: one line before any work
+    assert_one_line_error(run_erc_here(*common, "--text", str(tiny_bert), "--out", str(tmp_path / "x")),
+                          "128 token positions")
 
 
 def test_guard_on_a_prediction_frame() -> None:

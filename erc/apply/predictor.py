@@ -32,6 +32,7 @@ from erc.extract.run import ProgressFn, RunConfig, extract
 from erc.features.reader import FeatureCache
 from erc.features.source import FeatureSource
 from erc.train.ensemble import Ensemble, ensemble_frame, load_ensemble
+from erc.train.leaks import check_cache_prediction
 from erc.train.progress import progress_bar
 
 BadMedia = Literal["error", "absent"]
@@ -144,6 +145,7 @@ class Predictor:
 
     def _frame(self, cache: FeatureSource, embeddings: bool) -> pd.DataFrame:
         df = ensemble_frame(self.ensemble, cache, self.device, embeddings=embeddings)
+        check_cache_prediction(cache, self.ensemble.encoders, df, self.labels)  # before any score is shown
         if not (df["label"] != "").any():
             df = df.drop(columns=["label", "split"])
         df.attrs["runs"] = [str(d) for d in self.run_dirs]

@@ -18,8 +18,8 @@ import re
 from typing import Any, Mapping, Sequence
 
 from erc.errors import UserError
-from erc.features.memory import MemoryCache
 from erc.features.reader import FeatureCache
+from erc.features.source import FeatureSource
 from erc.train.dialogues import DialogueData
 from erc.train.folds import FoldSpec
 
@@ -149,12 +149,12 @@ def check_prediction(groups: Mapping[str, Mapping[str, Any]], df: Any, labels: S
     check_no_label_leak(ensemble_group_attrs(groups), predicted_test_ids(df, labels), "erc predict (the test split)")
 
 
-def cache_groups(cache: FeatureCache | MemoryCache, modalities: Sequence[str]) -> dict[str, list[str]]:
+def cache_groups(cache: FeatureSource, modalities: Sequence[str]) -> dict[str, list[str]]:
     """Modality -> the cache's encoder groups (the ``available`` of :func:`fold_encoders`)."""
     return {m: list(cache.encoders(m)) for m in modalities}
 
 
-def check_cache_prediction(cache: FeatureCache | MemoryCache, encoders: Mapping[str, str], df: Any,
+def check_cache_prediction(cache: FeatureSource, encoders: Mapping[str, str], df: Any,
                            labels: Sequence[str]) -> None:
     """The guard on a prediction frame ``df`` made from ``cache``'s groups ``encoders`` (modality ->
     group): the attributes of the groups actually read decide."""

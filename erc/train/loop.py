@@ -33,6 +33,7 @@ from erc.train.dialogues import DialogueData, resolve_encoders
 from erc.train.finite import Diverged, check_predictions, check_step, grad_norm
 from erc.train.folds import FoldSpec
 from erc.train.inference import prediction_frame, split_probs
+from erc.train.leaks import check_data
 from erc.train.metrics import classification_metrics, weighted_f1
 from erc.train.predictions import write_predictions
 from erc.train.progress import progress_bar
@@ -157,6 +158,7 @@ def train_run(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | None 
     """
     cfg = train_cfg or TrainConfig()
     out = Path(out_dir)
+    check_data(data)  # no test utterance whose label a fine-tuned encoder in use saw (erc.train.leaks)
     frames = spec.frames_for(list(data.encoders))
     if list(data.frames) != frames:
         raise ValueError(f"the data holds frames of {list(data.frames)}, {spec.name} needs {frames}: load it for this head")

@@ -25,6 +25,7 @@ from erc.heads.registry import HeadSpec
 from erc.train.config import TrainConfig
 from erc.train.dialogues import DialogueData
 from erc.train.folds import FoldSpec
+from erc.train.leaks import fold_view
 from erc.train.loop import RunResult, load_data, train_run
 
 
@@ -82,7 +83,7 @@ def _run(cache: Path, modalities: Mapping[str, str | None], task: RunTask) -> Ru
     if key not in _DATA:
         base = None if task.fold is None else replace(task.fold, fold=0)
         _DATA[key] = load_data(cache, task.spec, modalities, task.cfg, base)
-    data = _DATA[key] if task.fold is None else _DATA[key].for_fold(task.fold)
+    data = _DATA[key] if task.fold is None else fold_view(_DATA[key], task.fold, task.cfg.max_frames)
     return train_run(data, task.spec, task.cfg, task.out)
 
 

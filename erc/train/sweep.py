@@ -14,10 +14,11 @@ from rich.progress import Progress
 
 from erc.errors import UserError
 from erc.heads.registry import HeadSpec
+from erc.train.config import TrainConfig
 from erc.train.dialogues import DialogueData
 from erc.train.fits import check_fits
-from erc.train.config import TrainConfig
 from erc.train.folds import LEAK_WARNING, FoldSpec, Grouping, check_grouping, session_of
+from erc.train.leaks import check_fold_groups, fold_view
 from erc.train.loop import RunResult, load_data, train_run
 from erc.train.metrics import aggregate
 from erc.train.parallel import RunTask, run_tasks
@@ -79,7 +80,8 @@ def cross_validate(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | 
     out = Path(out_dir)
     prog, shown = _bar(progress, base)
     with shown:
-        runs = [train_run(data.for_fold(FoldSpec(folds, k, grouping, fold_seed)), spec, base, out / f"fold{k}", prog)
+        runs = [train_run(fold_view(data, FoldSpec(folds, k, grouping, fold_seed), base.max_frames), spec, base,
+                          out / f"fold{k}", prog)
                 for k in range(folds)]
     extra = {"kind": "folds", "folds": folds, "grouping": grouping, "fold_seed": fold_seed, "seed": base.seed,
              "variant": spec.variant}
@@ -112,7 +114,7 @@ class SweepPlan:
 
     def run_here(self, task: RunTask, progress: Progress | None) -> RunResult:
         """``task`` in this process, on the data already read (a fold: its splits of them)."""
-        data = self.data if task.fold is None else self.data.for_fold(task.fold)
+        data = self.data if task.fold is None else fold_view(self.data, task.fold, task.cfg.max_frames)
         return train_run(data, self.spec, task.cfg, task.out, progress)
 
     def summarise(self, runs: list[RunResult]) -> SweepResult:
@@ -148,6 +150,8 @@ def plan_sweep(cache: str | Path, spec: HeadSpec, modalities: Mapping[str, str |
         data = load_data(cache, spec, modalities, train_cfg)
     else:
         data = load_data(cache, spec, modalities, train_cfg, folds=FoldSpec(folds, 0, grouping))
+    if folds is not None:  # every fold against its own encoders' records, before any fold trains
+        check_fold_groups(data, folds, grouping)
     _try_build(spec, data)
     if folds is None:
         tasks = [RunTask(spec, dataclasses.replace(train_cfg, seed=s), out / f"seed{s}") for s in range(seeds)]
