@@ -39,6 +39,11 @@ class TrainOptions:
     modalities: Optional[str] = option(None, help="Modalities, e.g. t,a,v or text,audio (default: all in the cache).")
     encoders: Optional[str] = option(None, help="Encoder group per modality, e.g. text=minilm,audio=mel.")
     set_: Optional[list[str]] = option(None, "--set", help="Head config override key=value. Repeatable.")
+    folds: Optional[str] = option(None, help="K-fold cross-validation instead of the cache's splits: a number of folds "
+                                  "(at least 3: a test, a dev and a train fold), or 'session' (leave-one-session-out, "
+                                  "IEMOCAP: 5 folds).")
+    fold_grouping: str = option("dialogue", help="dialogue | utterance (pooled, DeepMSI-MER; leaks context) | session "
+                                "(one fold per session).")
     epochs: Optional[int] = option(None, help="Max epochs (default: the head's, else 100).")
     batch_size: Optional[int] = option(None, help="Dialogues per batch (default: the head's, else 16).")
     lr: Optional[float] = option(None, help="AdamW learning rate (default: the head's, else 1e-4).")
@@ -83,6 +88,12 @@ class TrainOptions:
         cfg.torch_device()
         check_kernel_cache()  # a kernel folder others may write: one line now, not in the first forward pass
         return cfg
+
+    def fold_plan(self) -> tuple[int | None, str]:
+        """``--folds`` / ``--fold-grouping`` checked: (number of folds or None, grouping)."""
+        from erc.train.folds import parse_folds
+
+        return parse_folds(self.folds, self.fold_grouping)
 
     def data(self) -> Any:
         """The :class:`~erc.train.selection.DataChoice` these options name (reads the cache's index)."""

@@ -49,18 +49,12 @@ QuietOpt = typer.Option(False, help="No progress bars.")
 @with_options
 def train_head(
     variant: str = typer.Option("full", help="Ablation variant of the head."),
-    folds: Optional[str] = typer.Option(None, help="K-fold cross-validation instead of the cache's splits: a number "
-                                        "of folds (at least 3: a test, a dev and a train fold), or 'session' "
-                                        "(leave-one-session-out, IEMOCAP: 5 folds)."),
-    fold_grouping: str = typer.Option("dialogue", help="dialogue | utterance (pooled, DeepMSI-MER; leaks context) "
-                                      "| session (one fold per session)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<dataset>/<model>-<variant>-<tav>)."),
     *,
     opts: TrainOptions,
 ) -> None:
     """Train a head on a feature cache: dev-selected test weighted F1, mean ± std over seeds."""
     from erc.heads.registry import resolve_head
-    from erc.train.folds import parse_folds
     from erc.train.metrics import summarise
     from erc.train.outputs import check_writable_folder
     from erc.train.progress import progress_bar
@@ -68,7 +62,7 @@ def train_head(
     from erc.train.sweep import run_sweep
 
     # every option is checked before the cache is read: bad values are one line each
-    n_folds, fold_grouping = parse_folds(folds, fold_grouping)
+    n_folds, fold_grouping = opts.fold_plan()
     spec = resolve_head(opts.model, variant, opts.overrides)  # unknown head / variant / key / bad value -> UserError
     cfg = opts.train_config(spec.cls)
     choice = opts.data()
@@ -102,6 +96,7 @@ def ablate(
     from erc.train.progress import progress_bar
 
     overrides = opts.overrides
+    n_folds, fold_grouping = opts.fold_plan()
     head_cls = resolve_head(opts.model, overrides=overrides).cls
     names = [v.strip() for v in variants.split(",") if v.strip()] if variants else list(head_cls.variants)
     specs = {v: resolve_head(opts.model, v, overrides) for v in names}
@@ -110,7 +105,8 @@ def ablate(
     root = ablation_root(choice, out)
     check_writable_folder(root, "--out")
     with progress_bar(opts.quiet) as prog:
-        result = run_ablation(choice, opts.model, specs, cfg, opts.seeds, root, prog, jobs=opts.n_jobs)
+        result = run_ablation(choice, opts.model, specs, cfg, opts.seeds, root, prog, jobs=opts.n_jobs, folds=n_folds,
+                              grouping=fold_grouping)
     console = Console()
     console.print(f"{opts.model} on {choice.dataset}, modalities {','.join(choice.modalities)}, {opts.seeds} seeds "
                   "(test W-F1 at best dev epoch)")

@@ -16,6 +16,7 @@ from rich.progress import Progress
 
 from erc.heads.registry import HeadSpec
 from erc.train.config import TrainConfig
+from erc.train.folds import Grouping
 from erc.train.intervals import Comparison, compare
 from erc.train.report import ablation_table
 from erc.train.runs import short_modalities
@@ -42,11 +43,14 @@ def ablation_root(choice: DataChoice, out: Path | None = None) -> Path:
 
 
 def run_ablation(choice: DataChoice, model: str, specs: Mapping[str, HeadSpec], cfg: TrainConfig, seeds: int,
-                 root: Path, progress: Progress | None = None, jobs: int = 1) -> Ablation:
+                 root: Path, progress: Progress | None = None, jobs: int = 1, folds: int | None = None,
+                 grouping: Grouping = "dialogue") -> Ablation:
     """Train ``seeds`` seeds of each variant in ``specs`` (variant -> resolved head) on ``choice``'s
-    data under ``root`` (``jobs`` > 1: every variant's runs together on worker processes), compare
-    each with the reference and write the table."""
-    plans = [plan_sweep(choice.cache, spec, choice.modalities, cfg, choice.run_dir(model, spec, root), seeds)
+    data under ``root`` (on the cache's splits, or on ``folds`` / ``grouping`` as
+    :func:`~erc.train.sweep.run_sweep`; ``jobs`` > 1: every variant's runs together on worker
+    processes), compare each with the reference (runs paired by seed and fold) and write the table."""
+    plans = [plan_sweep(choice.cache, spec, choice.modalities, cfg, choice.run_dir(model, spec, root), seeds, folds,
+                        grouping)
              for spec in specs.values()]
     results = dict(zip(specs, run_plans(choice.cache, choice.modalities, plans, jobs, progress)))
     ref = "full" if "full" in results else next(iter(results))
