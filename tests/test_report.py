@@ -99,3 +99,14 @@ def test_cli_train_ablate_report(cache, tmp_path, monkeypatch):
     res = runner.invoke(app, ["train-head", "--model", "nope", *common])
     assert isinstance(res.exception, UserError)
     torch.set_num_threads(threads)
+
+
+def test_weights_summary_names_origin_and_hash() -> None:
+    from erc.train.report import weights_summary
+
+    pre = {"origin": "pretrained", "sha256": "1a2b3c4d5e6f7a8b", "source": "minilm"}
+    cfgs = [{"head_resolved": {"weights": {"text": pre, "audio": {"origin": "random", "sha256": f"{i}" * 16}}}} for i in range(2)]
+    assert weights_summary(cfgs) == "text=pretrained 1a2b3c4d, audio=random"
+    other = {"head_resolved": {"weights": {"text": {**pre, "sha256": "ffffffffffffffff"}}}}
+    assert "2 different hashes" in weights_summary([cfgs[0], other])
+    assert weights_summary([{"head_resolved": {}}, {}]) == ""

@@ -224,6 +224,7 @@ class JFM(Head):
         self.width["text"], self._heads["text"] = st.dim, st.heads
         self.to_text_layers = nn.Sequential(nn.Linear(c.extractor_dim, st.dim), nn.LayerNorm(st.dim))
         self.resolved["text_layers"] = st.source
+        self.resolved.setdefault("weights", {})["text"] = st.record()
 
     def _build_audio(self, bins: int) -> None:
         c = self.config
@@ -246,6 +247,7 @@ class JFM(Head):
                 self.audio_cls.copy_(st.cls_token.view(1, 1, -1))
             init.append("CLS token")
         self.resolved["audio_layers"] = st.source + (f" (+ its {' and '.join(init)})" if init else "")
+        self.resolved.setdefault("weights", {})["audio"] = st.record()
 
     # ---- forward ----------------------------------------------------------------------------
     def _start_text(self, x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -131,6 +131,26 @@ def _deltas(groups: Mapping[str, list[dict[str, Any]]]) -> dict[str, Comparison]
     return out
 
 
+def weights_summary(configs: Sequence[dict[str, Any]]) -> str:
+    """The loaded weights of a configuration's runs (their ``config.json`` ``head_resolved.weights``):
+    ``"text=pretrained 1a2b3c4d, audio=random"``; a pre-trained side whose hash differs between runs
+    says so. "" when the head loads no weights."""
+    sides: dict[str, list[dict[str, Any]]] = {}
+    for cfg in configs:
+        for side, w in ((cfg.get("head_resolved") or {}).get("weights") or {}).items():
+            if isinstance(w, dict):
+                sides.setdefault(side, []).append(w)
+    out = []
+    for side, ws in sides.items():
+        origins = sorted({str(w.get("origin", "?")) for w in ws})
+        hashes = sorted({str(w.get("sha256", ""))[:8] for w in ws})
+        if origins == ["pretrained"]:
+            out.append(f"{side}=pretrained {hashes[0]}" if len(hashes) == 1 else f"{side}=pretrained ({len(hashes)} different hashes!)")
+        else:
+            out.append(f"{side}={'/'.join(origins)}")
+    return ", ".join(out)
+
+
 def summary_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per configuration: mean ± std of the test scores over its runs; for an ablation
     variant whose ``full`` is among the runs, Δ test W-F1 with its 95 % intervals
@@ -154,6 +174,7 @@ def summary_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "runs": len(members),
             "seeds": ",".join(str(m["metrics"].get("seed", "?")) for m in members),
             "dirs": ";".join(str(m["dir"]) for m in members),
+            "weights": weights_summary([m["config"] for m in members]),
         }
         for key, short in (("weighted_f1", "test_wf1"), ("accuracy", "test_acc"), ("macro_f1", "test_macro_f1")):
             vals = [t[key] for t in tests if key in t]
@@ -250,6 +271,8 @@ def write_report(root: str | Path, plots: bool = True) -> pd.DataFrame:
     lines = [f"# Report: {root}", "", f"{len(runs)} runs. Test scores at the best-dev epoch, mean ± std (%) over runs.", ""]
     if len(df):
         cols = ["dataset", "head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1", "dev_wf1"]
+        if (df["weights"] != "").any():
+            cols.append("weights")
         if (df["delta_wf1"] != "").any():
             cols += ["delta_wf1", "delta_ci", "delta_ci_seeds", "delta_ci_test"]
         cols += [c for c in df.columns if c.startswith("f1_")]
