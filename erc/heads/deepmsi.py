@@ -31,10 +31,15 @@ were lost in extraction, so each is read from the prose quoted) / erc / why, poi
 5. Where. Paper: the compression module sits inside the Swin ("VSC-Swin [...] adding a visual
    compression module to the original Swin-Transformer architecture, while layer normalization
    (LN) is applied"), per frame. erc: on the cached last-stage patch tokens of each frame
-   (``erc extract --video <swin> --set video.tokens=true``: Swin-tiny's 7 x 7 = 49 tokens a
-   frame, stored ``[T * 49, D]`` with the group attribute ``frame_tokens``), then a LayerNorm and
-   the mean of the kept tokens -> one vector per frame. Why: the Swin is frozen and run once at
-   extraction; the layers after the compression point do not run on the compressed tokens.
+   (``erc extract --video deepmsi-swin``, or ``--video <swin> --set video.tokens=true``:
+   Swin-tiny's 7 x 7 = 49 tokens a frame, stored ``[T * 49, D]`` with the group attribute
+   ``frame_tokens``), then a LayerNorm and the mean of the kept tokens -> one vector per frame.
+   Why: the Swin is frozen and run once at extraction; the layers after the compression point do
+   not run on the compressed tokens. Input frames: the paper compresses *whole* frames ("by
+   extracting visually relevant sequences from each frame, unnecessary background noise is
+   removed"); the token path extracts whole frames by default (``video.crop=auto`` with
+   ``tokens=true``), face crops only when named (``--set video.crop=face``), which would remove the
+   background before the compression could learn to.
    ``vsc="frames"`` (variant ``frames``): the same compression across an utterance's frame
    vectors instead (erc's earlier reading; any per-frame cache, e.g. ``faces``), ``vsc="none"``
    (``no-vsc``): no compression, everything else kept: the same LayerNorm on every token (on
@@ -42,7 +47,8 @@ were lost in extraction, so each is read from the prose quoted) / erc / why, poi
    alone (the semantic vector ``s`` then takes no part in the video path).
 6. TCN. Paper: "TCN [...] dilated convolution", 15 frames. erc: causal dilated Conv1d blocks,
    dilations 1/2/4, kernel 3, over the frame vectors; the last real step is the video vector.
-   The frame count is the extraction's (``--set video.frames=15``).
+   The frame count is the extraction's: 15 with the ``deepmsi-swin`` preset (the paper's), else
+   ``--set video.frames=15`` (hf-video's default is 20).
 7. Late fusion. Paper: "low-dimensional mapping on the original text, audio, and video features
    [...] comparing the mapped text and audio features with the video mapped features" (Eq. 5);
    loss (Eq. 7) = weighted CE + weighted contrastive loss. erc: projections to 256; loss =
