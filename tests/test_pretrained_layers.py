@@ -151,7 +151,9 @@ def test_a_matching_checkpoint_loads_and_records_its_hash_and_origin(tmp_path) -
 
 def test_loading_info_allows_a_pooler_and_a_task_head_only() -> None:
     check_loading_info({"missing_keys": ["pooler.dense.weight"], "unexpected_keys": ["cls.predictions.bias",
-                        "classifier.weight", "embeddings.position_ids"]}, "m")
+                        "classifier.weight", "cls_classifier.bias", "lm_head.dense.weight", "embeddings.position_ids"]}, "m")
+    with pytest.raises(UserError, match="1 unexpected"):
+        check_loading_info({"unexpected_keys": ["encoder.layer.2.output.dense.weight", "lm_head.bias"]}, "m")
     with pytest.raises(UserError, match="1 missing"):
         check_loading_info({"missing_keys": ["pooler.dense.weight", "encoder.layer.1.output.dense.weight"]}, "m")
     with pytest.raises(UserError, match="of another shape"):

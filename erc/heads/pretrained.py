@@ -40,10 +40,12 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
 }
 ALLOWED_MISSING = (r"^pooler\.",)  # a checkpoint saved without a pooler (erc never reads it)
-ALLOWED_UNEXPECTED = (r"^pooler\.", r"^(cls|classifier|lm_head|head|heads|qa_outputs)\.", r"position_ids$")
-"""Key patterns (``re.search``) a head's checkpoint may lack or hold beyond the model's own:
-the pooler, a task head of the class it was trained as (MLM / classification), position-id
-buffers. Anything else is a refused mismatch."""
+ALLOWED_UNEXPECTED = (r"^(?!(encoder|embeddings)\.)", r"position_ids$")
+"""Key patterns (``re.search``) a head's checkpoint may lack (the pooler) or hold beyond the
+model's own (anything outside the backbone's ``encoder.`` / ``embeddings.``: the task head of the
+class it was saved as, e.g. BERT's ``cls.``, RoBERTa's ``lm_head.``, ViT's ``classifier.``,
+DeiT's ``cls_classifier.``; position-id buffers). Anything else is a refused mismatch: a renamed
+layer shows as missing *and* unexpected keys."""
 
 
 @dataclass
