@@ -99,11 +99,12 @@ def check_variant_overrides(head: type[Head], variants: Sequence[str], overrides
     the override is applied after the variant's switches, so it would silently turn the variant
     into another (``--set use_mec=true`` makes ``no-mec`` a second ``full``; ``use_mec=false``
     makes ``full`` a second ``no-mec``). Unknown variants are left to :func:`resolve_head`."""
+    given = overrides or {}
     for variant in variants:
         switches = head.variants.get(variant, {})
-        for key in overrides or {}:
+        for key, value in given.items():
             if key in switches:
-                raise UserError(f"--set {key}={overrides[key]} collides with variant {variant!r}, which sets "  # type: ignore[index]
+                raise UserError(f"--set {key}={value} collides with variant {variant!r}, which sets "
                                 f"{key}={switches[key]!r}: drop --set {key} or leave {variant} out of --variants")
 
 
