@@ -108,12 +108,31 @@ def _grads(head, batch) -> dict[str, torch.Tensor | None]:
     return {n: p.grad for n, p in head.named_parameters()}
 
 
-@pytest.mark.parametrize("variant", ["no-vsc", "frames", "full"])
-def test_no_vsc_leaves_the_semantic_guide_without_gradient(variant: str) -> None:
-    head, batch = head_and_batch(variant, use_contrastive=False)
+def _moved(g: dict[str, torch.Tensor | None], *names: str) -> bool:
+    return any(g[n] is not None and g[n].abs().sum() > 0 for n in names)
+
+
+@pytest.mark.parametrize("variant,tokens", [("no-vsc", 3), ("no-vsc", 1), ("frames", 3), ("frames", 1), ("full", 3)])
+def test_no_vsc_removes_the_compression_and_keeps_the_layernorm(variant: str, tokens: int) -> None:
+    head, batch = head_and_batch(variant, tokens=tokens, use_contrastive=False)
     g = _grads(head, batch)
-    used = any(g[n] is not None and g[n].abs().sum() > 0 for n in ("semantic.weight", "semantic.bias"))
-    assert used == (variant != "no-vsc")
+    assert _moved(g, "semantic.weight", "semantic.bias") == (variant != "no-vsc")  # the guide only steers the VSC
+    assert _moved(g, "vsc_norm.weight") and _moved(g, "vsc_norm.bias")  # the LayerNorm after it stays in every row
+
+
+def test_no_vsc_is_the_token_path_with_the_compression_replaced_by_the_identity() -> None:
+    from erc.heads.blocks import masked_mean
+
+    head, _ = head_and_batch("no-vsc")
+    g = torch.Generator().manual_seed(4)
+    frames, valid = torch.randn(2, 12, 5, generator=g), torch.ones(2, 12, dtype=torch.bool)
+    valid[1, 6:] = False
+    with torch.no_grad():
+        vec, v = head.frame_vectors(frames, valid, None)
+        x = head.frame_in(frames).view(2, 4, 3, 8)
+        want = masked_mean(head.vsc_norm(x), valid.view(2, 4, 3))
+    torch.testing.assert_close(vec, want)
+    assert v.tolist() == [[True] * 4, [True, True, False, False]]
 
 
 def test_no_vsc_output_does_not_depend_on_the_semantic_layer() -> None:
@@ -167,3 +186,54 @@ def test_a_token_cache_gives_the_head_its_tokens_per_frame_and_truncates_whole_f
     b = d.collate([0, 1])
     head = build_head("deepmsi", d.inputs(), TINY)
     assert head(b).logits.shape == (2, b.mask.shape[1], 4)
+
+
+SUBSETS = {"T": ("text",), "A": ("audio",), "T+V": ("text", "video"), "A+V": ("audio", "video")}
+
+
+def subset_head(mods: tuple[str, ...], variant: str = "full"):
+    dims = {m: d for m, d in {"text": 6, "audio": 4}.items() if m in mods}
+    frame_dims = {"video": 5} if "video" in mods else {}
+    torch.manual_seed(0)
+    head = build_head("deepmsi", HeadInputs(dims, frame_dims, 3, {"video": 3} if frame_dims else {}), TINY, variant)
+    batch = random_batch(2, 4, {**dims, **({"video": 5} if frame_dims else {})}, frame_dims, 3, seed=3, T=12,
+                         absent=0.0, frame_tokens={"video": 3})
+    return head, batch
+
+
+@pytest.mark.parametrize("subset", list(SUBSETS))
+def test_table3_modality_subsets_train_with_the_guide_from_what_is_present(subset: str) -> None:
+    mods = SUBSETS[subset]
+    from erc.heads.deepmsi import DeepMSI
+
+    assert DeepMSI.frames_for(DeepMSI.Config(), list(mods)) == (["video"] if "video" in mods else [])
+    head, batch = subset_head(mods)
+    g = _grads(head, batch)
+    names = dict(head.named_parameters())
+    assert all(n.split(".")[1] in mods for n in names if n.startswith("proj."))  # one projection per modality present
+    if "video" in mods:
+        assert names["semantic.weight"].shape == (8, 8)  # s from the one modality present (T or A), dim 8
+        assert _moved(g, "semantic.weight")  # ... and it guides the compression
+        assert _moved(g, *(n for n in names if n.startswith("proj.")))
+    else:  # no video: no frame path, no contrastive term (it contrasts t and a with v)
+        assert not any(n.startswith(("frame_in", "semantic", "vsc_norm", "tcn", "proj_v")) for n in names)
+        head.train()
+        out = head(batch)
+        assert float(out.aux_loss.detach()) == 0.0 and not out.parts
+        assert out.logits.shape == (2, 4, 3)
+
+
+def test_a_text_only_head_ignores_video_and_audio_in_the_batch() -> None:
+    head, batch = subset_head(("text",))
+    head.eval()
+    full = random_batch(2, 4, {"text": 6, "audio": 4, "video": 5}, {"video": 5}, 3, seed=3, T=12, absent=0.0,
+                        frame_tokens={"video": 3})
+    with torch.no_grad():
+        torch.testing.assert_close(head(full).logits, head(batch).logits)
+
+
+def test_deepmsi_needs_some_modality_and_video_as_frames() -> None:
+    with pytest.raises(UserError, match="at least one"):
+        build_head("deepmsi", HeadInputs({}, {}, 3), TINY)
+    with pytest.raises(UserError, match="frame features"):
+        build_head("deepmsi", HeadInputs({"text": 6, "video": 5}, {}, 3), TINY)

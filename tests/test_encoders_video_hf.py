@@ -112,7 +112,8 @@ def test_swin_tokens_keep_each_frames_patch_grid(models: dict[str, Path], clip: 
     from erc.corpus import Corpus
     from erc.extract.provenance import group_attrs
 
-    enc = build_encoder("video", "hf-video", {"model": str(models["swin"]), "frames": "3", "tokens": "true"})
+    # face crops on both sides (tokens=true alone defaults to whole frames: see the next test)
+    enc = build_encoder("video", "hf-video", {"model": str(models["swin"]), "frames": "3", "tokens": "true", "crop": "face"})
     out = _encode(enc, clip)
     assert enc.frame_tokens == 16 and enc.dim == 16  # 32 px / patch 4 = 8 x 8, one merge -> 4 x 4 tokens
     per_frame = build_encoder("video", "hf-video", {"model": str(models["swin"]), "frames": "3"})
@@ -128,3 +129,28 @@ def test_swin_tokens_keep_each_frames_patch_grid(models: dict[str, Path], clip: 
     assert "frame_tokens" not in group_attrs(per_frame, "h", corpus, "cmd")
     with pytest.raises(UserError, match="tokens=true"):
         build_encoder("video", "hf-video", {"model": "x", "output": "logits", "tokens": "true"})
+
+
+def test_the_token_path_sees_whole_frames_by_default_and_face_crops_by_name(models: dict[str, Path], clip: Path) -> None:
+    from erc.extract.encoders.faces import face_crops, whole_frames
+
+    tokens = build_encoder("video", "hf-video", {"model": str(models["swin"]), "frames": "3", "tokens": "true"})
+    per_frame = build_encoder("video", "hf-video", {"model": str(models["swin"]), "frames": "3"})
+    named = build_encoder("video", "hf-video", {"model": str(models["swin"]), "frames": "3", "tokens": "true",
+                                                "crop": "face"})
+    assert (tokens.crop, per_frame.crop, named.crop) == ("frame", "face", "face")
+    utt = _utts(clip)[0]
+    whole, faces = whole_frames(utt, 3, 32), face_crops(utt, 3, 32)
+    assert whole.crops.shape == faces.crops.shape == (3, 32, 32, 3) and not np.array_equal(whole.crops, faces.crops)
+    tokens.load("cpu")
+    np.testing.assert_array_equal(tokens.prepare(_utts(clip), 0), whole.crops)
+    assert tokens.provenance()["crop"] == "whole frame" and per_frame.provenance()["crop"] == "face"
+    with pytest.raises(UserError, match="crop"):
+        build_encoder("video", "hf-video", {"model": "x", "crop": "body"})
+
+
+def test_the_deepmsi_preset_takes_15_whole_frames_of_swin_tokens() -> None:
+    enc = build_encoder("video", "deepmsi-swin")
+    assert isinstance(enc, HFVideoEncoder) and enc.name == "deepmsi-swin"
+    c = enc.config
+    assert (c.model, c.frames, c.tokens, enc.crop) == ("microsoft/swin-tiny-patch4-window7-224", 15, True, "frame")

@@ -82,6 +82,40 @@ def test_no_joint_vector_removes_the_joint_vectors_but_keeps_an_exchange() -> No
         assert not torch.allclose(head.encode(other_audio(batch))["text"], head.encode(batch)["text"])
 
 
+def other_text(batch):
+    """The same batch with different text token frames (same lengths)."""
+    b = random_batch(2, 4, {}, FRAMES, 3, seed=4, T=6, absent=0.0)
+    b.frames["text"] = b.frames["text"] * -2.0 + 1.0 * b.frame_mask["text"].unsqueeze(-1)
+    return b
+
+
+@pytest.mark.parametrize("extra", [{}, {"joint_len": 0}, {"fusion": "cfa"}])
+def test_no_exchange_cuts_every_path_between_the_sides_and_keeps_the_rest(extra: dict) -> None:
+    full, batch = make(**extra)
+    head, _ = make("no-exchange", **extra)
+    head.eval()
+    full.eval()
+    assert not hasattr(head, "bridge") and not hasattr(head, "cross")  # the exchange's modules are not built
+    assert hasattr(head, "joint") == hasattr(full, "joint")  # the joint vectors stay (when the variant has them)
+    with torch.no_grad():
+        # the text side's CLS is blind to the audio and the audio side's to the text: joint vectors and CLS path cut
+        torch.testing.assert_close(head.encode(other_audio(batch))["text"], head.encode(batch)["text"])
+        torch.testing.assert_close(head.encode(other_text(batch))["audio"], head.encode(batch)["audio"])
+        # ... while the same switch left on carries the other side's information
+        assert not torch.allclose(full.encode(other_audio(batch))["text"], full.encode(batch)["text"])
+        assert not torch.allclose(full.encode(other_text(batch))["audio"], full.encode(batch)["audio"])
+    shared = {n for n, _ in head.named_parameters()}
+    assert shared == {n for n, _ in full.named_parameters() if not n.startswith(("bridge.", "cross."))}
+
+
+def test_no_exchange_joint_vectors_still_train() -> None:
+    head, batch = make("no-exchange")
+    head.train()
+    out = head(batch)
+    (torch.nn.functional.cross_entropy(out.logits[batch.mask], batch.labels[batch.mask]) + out.aux_loss).backward()
+    assert head.joint["text"].grad.abs().sum() > 0 and head.joint["audio"].grad.abs().sum() > 0
+
+
 def test_full_joint_vectors_receive_gradient_and_cfa_has_none() -> None:
     head, batch = make()
     head.train()

@@ -11,7 +11,7 @@ import torch
 
 from erc.errors import UserError
 from erc.heads import HeadInputs, build_head
-from erc.heads.pretrained import convert_layer, load_layers, resolve_model_path
+from erc.heads.pretrained import check_loading_info, convert_layer, load_layers, resolve_model_path
 from tests.batches import random_batch
 from tests.synth_cache import write_synthetic_cache
 from tests.train_utils import fit
@@ -103,5 +103,58 @@ def test_a_run_records_the_resolved_layers_and_the_warning(tmp_path) -> None:
                   "full", cfg, tmp_path / "run")
     config = json.loads((res.run_dir / "config.json").read_text())
     metrics = json.loads((res.run_dir / "metrics.json").read_text())
-    assert config["head_resolved"] == {"text_layers": "random", "audio_layers": "random"}
+    resolved = config["head_resolved"]
+    assert resolved["text_layers"] == "random" and resolved["audio_layers"] == "random"
+    assert {side: w["origin"] for side, w in resolved["weights"].items()} == {"text": "random", "audio": "random"}
+    assert all(len(w["sha256"]) == 16 for w in resolved["weights"].values())
     assert len(config["warnings"]) == 1 and metrics["warnings"] == config["warnings"]
+
+
+def _tiny_bert(path, rename: tuple[str, str] | None = None):
+    """A tiny BertModel saved to ``path``; with ``rename``, its keys rewritten (old -> new) on disk."""
+    from safetensors.torch import load_file, save_file
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(2)
+    BertModel(BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                         vocab_size=40)).save_pretrained(path)
+    if rename:
+        f = path / "model.safetensors"
+        state = load_file(f)
+        save_file({k.replace(*rename): v for k, v in state.items()}, f, metadata={"format": "pt"})
+    return path
+
+
+def test_a_checkpoint_with_renamed_layer_keys_is_refused_in_one_line(tmp_path) -> None:
+    bad = _tiny_bert(tmp_path / "renamed", ("encoder.layer.0.", "encoder.block.0."))
+    with pytest.raises(UserError) as e:
+        load_layers(str(bad), 0, 1, 0.0)
+    msg = str(e.value)
+    assert "\n" not in msg and "missing" in msg and "unexpected" in msg
+    assert "encoder.layer.0." in msg and "encoder.block.0." in msg  # the first keys of each kind are named
+    with pytest.raises(UserError, match="do not match"):
+        build_head("jfm", HeadInputs({}, {"text": 8}, 4), {**SMALL, "text_model": str(bad)})
+
+
+def test_a_matching_checkpoint_loads_and_records_its_hash_and_origin(tmp_path) -> None:
+    good = _tiny_bert(tmp_path / "good")
+    head = build_head("jfm", HeadInputs({}, {"text": 8}, 4), {**SMALL, "text_model": str(good), "blocks": 1})
+    w = head.resolved["weights"]["text"]
+    assert w["origin"] == "pretrained" and str(good) in w["source"]
+    again = build_head("jfm", HeadInputs({}, {"text": 8}, 4), {**SMALL, "text_model": str(good), "blocks": 1})
+    assert again.resolved["weights"]["text"]["sha256"] == w["sha256"]  # the same weights, the same hash
+    torch.manual_seed(5)
+    rand = build_head("jfm", HeadInputs({}, {"text": 8}, 4), {**SMALL, "text_model": "", "blocks": 1})
+    assert rand.resolved["weights"]["text"]["origin"] == "random"
+    assert rand.resolved["weights"]["text"]["sha256"] != w["sha256"]
+
+
+def test_loading_info_allows_a_pooler_and_a_task_head_only() -> None:
+    check_loading_info({"missing_keys": ["pooler.dense.weight"], "unexpected_keys": ["cls.predictions.bias",
+                        "classifier.weight", "cls_classifier.bias", "lm_head.dense.weight", "embeddings.position_ids"]}, "m")
+    with pytest.raises(UserError, match="1 unexpected"):
+        check_loading_info({"unexpected_keys": ["encoder.layer.2.output.dense.weight", "lm_head.bias"]}, "m")
+    with pytest.raises(UserError, match="1 missing"):
+        check_loading_info({"missing_keys": ["pooler.dense.weight", "encoder.layer.1.output.dense.weight"]}, "m")
+    with pytest.raises(UserError, match="of another shape"):
+        check_loading_info({"mismatched_keys": [("embeddings.word_embeddings.weight", (4, 2), (5, 2))]}, "m")

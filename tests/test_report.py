@@ -72,10 +72,10 @@ def test_cli_train_ablate_report(cache, tmp_path, monkeypatch):
     res = runner.invoke(app, ["ablate", "--model", "gru", "--variants", "full,no-speaker", *common, "--out", str(tmp_path / "runs"),
                               "--precision", "bf16", "--threads", "1"])
     assert res.exit_code == 0, res.output + repr(res.exception)
-    assert "no-speaker" in res.output and "Δ vs full" in res.output
-    assert "95 % CI over seeds (paired t)" in res.output and "bootstrap" in res.output  # 2 seeds: both intervals
+    assert "no-speaker" in res.output and "delta vs full" in res.output
+    assert "95% CI" in res.output and "CI seeds (paired t)" in res.output and "CI dialogues" in res.output
     row = next(line for line in res.output.splitlines() if line.startswith("| no-speaker |"))
-    assert row.count("[") == 2, row
+    assert row.count("[") == 3, row  # 2 seeds: seeds x dialogues, seeds, dialogues
     ablated = json.loads(next((tmp_path / "runs").glob("gru-no-speaker-*/seed0/config.json")).read_text())
     assert ablated["train"]["precision"] == "bf16"  # ablate takes train-head's training options
     for cmd in (["train-head", "--model", "mlp"], ["ablate", "--model", "gru"]):
@@ -90,7 +90,7 @@ def test_cli_train_ablate_report(cache, tmp_path, monkeypatch):
     assert sum(line.startswith("synthetic ") for line in res.output.splitlines()) == 4
     assert "difference to full" in res.output and "CI seeds" in res.output
     md = (tmp_path / "runs" / "report.md").read_text()
-    assert "delta_ci_seeds" in md and "delta_ci_test" in md
+    assert "delta_ci" in md and "delta_ci_seeds" in md and "delta_ci_test" in md
     for bad, needle in ((["--modalities", "x"], "unknown modality"), (["--variant", "nope"], "variant"),
                         (["--features", str(tmp_path / "none.h5")], "no feature cache")):
         args = ["train-head", "--model", "mlp", *common, *bad]
@@ -99,3 +99,14 @@ def test_cli_train_ablate_report(cache, tmp_path, monkeypatch):
     res = runner.invoke(app, ["train-head", "--model", "nope", *common])
     assert isinstance(res.exception, UserError)
     torch.set_num_threads(threads)
+
+
+def test_weights_summary_names_origin_and_hash() -> None:
+    from erc.train.report import weights_summary
+
+    pre = {"origin": "pretrained", "sha256": "1a2b3c4d5e6f7a8b", "source": "minilm"}
+    cfgs = [{"head_resolved": {"weights": {"text": pre, "audio": {"origin": "random", "sha256": f"{i}" * 16}}}} for i in range(2)]
+    assert weights_summary(cfgs) == "text=pretrained 1a2b3c4d, audio=random"
+    other = {"head_resolved": {"weights": {"text": {**pre, "sha256": "ffffffffffffffff"}}}}
+    assert "2 different hashes" in weights_summary([cfgs[0], other])
+    assert weights_summary([{"head_resolved": {}}, {}]) == ""

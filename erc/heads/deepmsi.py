@@ -31,23 +31,37 @@ were lost in extraction, so each is read from the prose quoted) / erc / why, poi
 5. Where. Paper: the compression module sits inside the Swin ("VSC-Swin [...] adding a visual
    compression module to the original Swin-Transformer architecture, while layer normalization
    (LN) is applied"), per frame. erc: on the cached last-stage patch tokens of each frame
-   (``erc extract --video <swin> --set video.tokens=true``: Swin-tiny's 7 x 7 = 49 tokens a
-   frame, stored ``[T * 49, D]`` with the group attribute ``frame_tokens``), then a LayerNorm and
-   the mean of the kept tokens -> one vector per frame. Why: the Swin is frozen and run once at
-   extraction; the layers after the compression point do not run on the compressed tokens.
+   (``erc extract --video deepmsi-swin``, or ``--video <swin> --set video.tokens=true``:
+   Swin-tiny's 7 x 7 = 49 tokens a frame, stored ``[T * 49, D]`` with the group attribute
+   ``frame_tokens``), then a LayerNorm and the mean of the kept tokens -> one vector per frame.
+   Why: the Swin is frozen and run once at extraction; the layers after the compression point do
+   not run on the compressed tokens. Input frames: the paper compresses *whole* frames ("by
+   extracting visually relevant sequences from each frame, unnecessary background noise is
+   removed"); the token path extracts whole frames by default (``video.crop=auto`` with
+   ``tokens=true``), face crops only when named (``--set video.crop=face``), which would remove the
+   background before the compression could learn to.
    ``vsc="frames"`` (variant ``frames``): the same compression across an utterance's frame
    vectors instead (erc's earlier reading; any per-frame cache, e.g. ``faces``), ``vsc="none"``
-   (``no-vsc``): no compression.
+   (``no-vsc``): no compression, everything else kept: the same LayerNorm on every token (on
+   every frame vector with a per-frame cache) and the mean, so the row measures the compression
+   alone (the semantic vector ``s`` then takes no part in the video path).
 6. TCN. Paper: "TCN [...] dilated convolution", 15 frames. erc: causal dilated Conv1d blocks,
    dilations 1/2/4, kernel 3, over the frame vectors; the last real step is the video vector.
-   The frame count is the extraction's (``--set video.frames=15``).
+   The frame count is the extraction's: 15 with the ``deepmsi-swin`` preset (the paper's), else
+   ``--set video.frames=15`` (hf-video's default is 20).
 7. Late fusion. Paper: "low-dimensional mapping on the original text, audio, and video features
    [...] comparing the mapped text and audio features with the video mapped features" (Eq. 5);
    loss (Eq. 7) = weighted CE + weighted contrastive loss. erc: projections to 256; loss =
    CE + ``contrastive_weight`` (0.5) x (LAC(v, t) + LAC(v, a)), LAC = :func:`label_aware_contrastive`
    (rows = video, the diagonal neither positive nor negative, temperature 0.5), training only;
    an MLP classifies ``[t; a; v]``. The weights and temperature are not in the extracted text.
-8. Protocol: the paper's numbers are 10-fold CV over pooled utterances
+8. Modality subsets (the paper's Table 3: T, A, T+V, A+V, T+A+V). erc: the head builds from
+   the modalities given (``--modalities``): the semantic vector ``s`` from the text and / or audio
+   present (neither: the guide is v̄ alone, item 2); without video, no frame path, no TCN and no
+   contrastive term (Eq. 5 contrasts the text and audio mappings *with the video's*), the MLP
+   classifies ``[t; a]``, ``[t]`` or ``[a]``. The paper does not say how its subsets were
+   trained; these are ours. Video frames are loaded only when video is among the modalities.
+9. Protocol: the paper's numbers are 10-fold CV over pooled utterances
    (``--folds 10 --fold-grouping utterance``, which leaks dialogue context; see
    :mod:`erc.train.folds`).
 """
@@ -125,27 +139,31 @@ class DeepMSI(Head):
 
     @classmethod
     def frames_for(cls, config: Any, modalities: list[str]) -> list[str]:
-        return ["video"]
+        return ["video"] if "video" in modalities else []
 
     def __init__(self, config: DeepMSIConfig, inputs: HeadInputs) -> None:
         super().__init__(config, inputs)
         c = config
-        if "video" not in inputs.frame_dims:
-            raise UserError("deepmsi needs video frame features (select the video modality with frames)")
+        self.has_video = "video" in inputs.frame_dims
+        self.mods = [m for m in ("text", "audio") if m in inputs.pooled_dims]
+        if "video" in inputs.pooled_dims and not self.has_video:
+            raise UserError("deepmsi reads video as frame features, and none were loaded for it")
+        if not self.mods and not self.has_video:
+            raise UserError("deepmsi needs at least one of text, audio or video")
         self.tokens = int(inputs.frame_tokens.get("video", 1))
-        if c.vsc == "tokens" and self.tokens < 2:
+        if self.has_video and c.vsc == "tokens" and self.tokens < 2:
             raise UserError("deepmsi compresses each video frame's patch tokens (the paper's VSC inside the Swin), "
                             "but this cache keeps one vector per frame: extract with `--video <hf image model> --set "
                             "video.tokens=true`, or use --variant frames (compression across frames)")
-        self.mods = [m for m in ("text", "audio") if m in inputs.pooled_dims]
-        self.frame_in = nn.Linear(inputs.frame_dims["video"], c.dim)
         self.proj = nn.ModuleDict({m: mlp(inputs.pooled_dims[m], c.dim, c.dim, c.dropout) for m in self.mods})
-        if self.mods:
-            self.semantic = nn.Linear(len(self.mods) * c.dim, c.dim)
-        self.vsc_norm = nn.LayerNorm(c.dim)
-        self.tcn = TCN(c.dim, tuple(c.tcn_dilations), c.tcn_kernel, c.dropout)
-        self.proj_v = nn.Linear(c.dim, c.dim)
-        n_in = (len(self.mods) + 1) * c.dim
+        if self.has_video:
+            self.frame_in = nn.Linear(inputs.frame_dims["video"], c.dim)
+            if self.mods:
+                self.semantic = nn.Linear(len(self.mods) * c.dim, c.dim)
+            self.vsc_norm = nn.LayerNorm(c.dim)
+            self.tcn = TCN(c.dim, tuple(c.tcn_dilations), c.tcn_kernel, c.dropout)
+            self.proj_v = nn.Linear(c.dim, c.dim)
+        n_in = (len(self.mods) + int(self.has_video)) * c.dim
         self.classifier = nn.Sequential(nn.Dropout(c.dropout), mlp(n_in, c.hidden, inputs.n_classes, c.dropout))
 
     def _guide(self, sem: torch.Tensor | None, vbar: torch.Tensor) -> torch.Tensor:
@@ -173,33 +191,39 @@ class DeepMSI(Head):
             xc, vc = compress(x.reshape(N * T, K, c.dim), vm.reshape(N * T, K), guide.reshape(N * T, c.dim),
                               c.vsc_temperature, c.vsc_threshold, c.fuse_threshold)
             return masked_mean(self.vsc_norm(xc), vc).view(N, T, c.dim), valid  # zeros where a frame kept no token
+        if c.vsc == "none" and K > 1:  # the token path without the compression: LayerNorm, then the mean
+            return masked_mean(self.vsc_norm(x), vm), valid
         out = masked_mean(x, vm)  # [N, T, dim]; K = 1: the frames themselves (zeros where not valid)
         if c.vsc == "frames":
             guide = self._guide(sem, masked_mean(out, valid))
             out, valid = compress(out, valid, guide, c.vsc_temperature, c.vsc_threshold, c.fuse_threshold)
-            out = self.vsc_norm(out) * valid.unsqueeze(-1).to(out.dtype)  # LayerNorm of a zero row is not zero
-        return out, valid
+        return self.vsc_norm(out) * valid.unsqueeze(-1).to(out.dtype), valid  # LayerNorm of a zero row is not zero
 
     def forward(self, batch: DialogueBatch) -> HeadOutput:
-        """pooled text/audio ``[B, L, D_m]``, frames video ``[B, L, T*K, F_v]`` -> logits ``[B, L, C]``."""
+        """pooled text/audio ``[B, L, D_m]``, frames video ``[B, L, T*K, F_v]`` (those the head was
+        built with) -> logits ``[B, L, C]``."""
         c = self.config
-        if "video" not in batch.frames:
-            raise UserError("deepmsi needs video frames in the batch")
+        if self.has_video and "video" not in batch.frames:
+            raise UserError("deepmsi was built with video and needs video frames in the batch")
         mask = batch.mask
         pres = {m: batch.present[m][mask] for m in [*self.mods, "video"] if m in batch.present}
         vec = {m: self.proj[m](batch.pooled[m][mask]) * pres[m].unsqueeze(-1).to(batch.pooled[m].dtype)
                for m in self.mods}  # [N, dim]
-        sem = self.semantic(torch.cat([vec[m] for m in self.mods], dim=-1)) if self.mods else None
-        frames, fv = self.frame_vectors(batch.frames["video"][mask], batch.frame_mask["video"][mask], sem)
-        has_v = fv.any(-1) & pres.get("video", fv.any(-1))
-        video = self.proj_v(self.tcn.last(frames, fv)) * has_v.unsqueeze(-1).to(frames.dtype)
-        logits_n = self.classifier(torch.cat([*(vec[m] for m in self.mods), video], dim=-1))
+        features = [vec[m] for m in self.mods]
+        video = has_v = None
+        if self.has_video:
+            sem = self.semantic(torch.cat(features, dim=-1)) if self.mods else None
+            frames, fv = self.frame_vectors(batch.frames["video"][mask], batch.frame_mask["video"][mask], sem)
+            has_v = fv.any(-1) & pres.get("video", fv.any(-1))
+            video = self.proj_v(self.tcn.last(frames, fv)) * has_v.unsqueeze(-1).to(frames.dtype)
+            features.append(video)
+        logits_n = self.classifier(torch.cat(features, dim=-1))
         B, L = mask.shape
         logits = logits_n.new_zeros(B, L, logits_n.shape[-1])
         logits[mask] = logits_n
         aux = logits_n.sum() * 0.0
         parts: dict[str, float] = {}
-        if c.use_contrastive and self.training and self.mods:
+        if c.use_contrastive and self.training and video is not None and has_v is not None:
             y = batch.labels[mask]
             terms = []
             for m in self.mods:

@@ -41,6 +41,12 @@ Paper (``../shared/papers/jfm_icl.txt``) / erc / why, point by point:
    erc keeps each stream in its own side (text through LTrans, audio through VTrans), the joint
    vectors being the only channel between them, as the paper's prose describes. Joint vectors
    start at N(0, 0.02²) (the paper follows [10]); the MLPs are 2-layer GELU MLPs.
+   Departure: Eq. 2 / 4 output a joint part V_j^l (the second pass's joint positions), which the
+   paper's notation suggests carrying to block l + 1. erc discards that output and gives each
+   block its own learned joint vectors v^l (``joint[side][l]``). Why: the paper does not say what
+   the next block's joint vectors are (the text gives "a trainable joint vector" per block l,
+   initialised once), and fresh vectors per block are its most literal reading; carrying V_j^l
+   forward is the other reading, untested here.
 5. Classification. Paper: "the output representation of CLS token of F_m→t^N and F_t→m^N as inputs
    to two distinct linear classifiers. The logits are then averaged". erc: the same, after a
    LayerNorm per side; an absent modality's side is left out of the average.
@@ -48,11 +54,26 @@ Paper (``../shared/papers/jfm_icl.txt``) / erc / why, point by point:
    samples, the anchor excluded from its denominator, summed over anchors. erc:
    :func:`supcon_loss` (mean over anchors with a positive), weight ``icl_weight`` 0.1 and
    temperature 0.1 (ours: the paper gives neither its loss weight nor τ), training only.
+   Departures: Eq. 7 uses the raw dot product F_i·F_p / τ; erc L2-normalises the features first
+   (cosine / τ, as Khosla et al.'s SupCon does), and the features are the classifiers' inputs,
+   i.e. after the per-side LayerNorm *and the dropout*. Why: raw dot products of LayerNormed
+   ~1000-d vectors are of order 1000, so exp(F_i·F_p / 0.1) overflows and the loss saturates;
+   sharing the classifiers' dropped-out input keeps one forward pass (the dropout acts as
+   SupCon's augmentation). Neither choice is in the paper.
 7. Ablations (Tables 2-3). ``no-jfm``: "directly utilizing RoBERTa and feature extraction to
    output text features and mel-spectrum for late fusion [...] a separate ViT to encode the
    mel-spectrogram" -> fusion="late": text = the extractor's CLS (no LTrans), audio = the VTrans
    layers alone, logits averaged. ``no-joint-vector``: joint_len=0, each side's first-pass [CLS]
    output stands in for the joint vectors (the exchange kept, the learned joint tokens removed).
+   It does *not* cut the exchange (the CLS output of one side still reaches the other through the
+   bridge MLP), so it cannot test the paper's "disrupting the interaction between the two
+   modalities". ``no-exchange`` (``cross_exchange=False``) cuts it and nothing else: the same
+   layers, the same two passes per block and the same joint vectors, but each side's Eq. 2 / 4
+   pass reads *its own* first-pass joint outputs v̂ in place of the other side's mapped ones (no
+   bridge MLPs are built), so no information crosses between the sides in the forward pass: what
+   is left is late fusion (the two classifiers' logits averaged, item 5) and the ICL loss over
+   the concatenated CLS features (a training signal, not a forward path). With ``cfa``, the
+   switch drops the cross-attention layers.
    ``no-icl``. ``cfa``: self layers then cross-modal attention each way in place of the exchange.
    ``concat``: "concatenating the mel-spectrogram features with the text features F_t and
    inputting them into the classifier" -> extractor CLS ⊕ VTrans CLS, one linear classifier.
@@ -101,6 +122,7 @@ class JFMConfig(Checked):
     patch_len: Positive = 16  # mel frames per audio patch
     patch_bins: int = 16  # mel bins per audio patch (0: all bins, patches along time only)
     fusion: Literal["jfm", "late", "cfa", "concat"] = "jfm"
+    cross_exchange: bool = True  # False (no-exchange): no information crosses between the sides
     use_icl: bool = True
     icl_weight: NonNegativeFloat = 0.1
     icl_temperature: PositiveFloat = 0.1
@@ -119,6 +141,7 @@ class JFM(Head):
     Config: ClassVar[type] = JFMConfig
     variants: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {}, "no-jfm": {"fusion": "late"}, "no-joint-vector": {"joint_len": 0},
+        "no-exchange": {"cross_exchange": False},
         "no-icl": {"use_icl": False}, "cfa": {"fusion": "cfa"}, "concat": {"fusion": "concat"}, "small": SMALL,
     }
     train_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-4, "batch_size": 32}
@@ -148,9 +171,10 @@ class JFM(Head):
                 self.joint = nn.ParameterDict({m: nn.Parameter(torch.randn(c.blocks, c.joint_len, w[m]) * 0.02)
                                                for m in self.sides})
             o = {"text": "audio", "audio": "text"}
-            self.bridge = nn.ModuleDict({m: nn.ModuleList(mlp(w[o[m]], w[m], w[m], c.dropout) for _ in range(c.blocks))
-                                         for m in self.sides})  # bridge[m]: the other side's joint vectors -> m
-        elif self.exchange:  # cfa
+            if c.cross_exchange:
+                self.bridge = nn.ModuleDict({m: nn.ModuleList(mlp(w[o[m]], w[m], w[m], c.dropout) for _ in range(c.blocks))
+                                             for m in self.sides})  # bridge[m]: the other side's joint vectors -> m
+        elif self.exchange and c.cross_exchange:  # cfa
             o = {"text": "audio", "audio": "text"}
             self.cross = nn.ModuleDict({m: nn.ModuleList(
                 CrossAttentionLayer(w[m], self._heads[m], c.dropout, ctx_dim=w[o[m]]) for _ in range(c.blocks))
@@ -200,6 +224,7 @@ class JFM(Head):
         self.width["text"], self._heads["text"] = st.dim, st.heads
         self.to_text_layers = nn.Sequential(nn.Linear(c.extractor_dim, st.dim), nn.LayerNorm(st.dim))
         self.resolved["text_layers"] = st.source
+        self.resolved.setdefault("weights", {})["text"] = st.record()
 
     def _build_audio(self, bins: int) -> None:
         c = self.config
@@ -222,6 +247,7 @@ class JFM(Head):
                 self.audio_cls.copy_(st.cls_token.view(1, 1, -1))
             init.append("CLS token")
         self.resolved["audio_layers"] = st.source + (f" (+ its {' and '.join(init)})" if init else "")
+        self.resolved.setdefault("weights", {})["audio"] = st.record()
 
     # ---- forward ----------------------------------------------------------------------------
     def _start_text(self, x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,8 +291,9 @@ class JFM(Head):
                 continue
             if c.fusion == "cfa":
                 h = {m: self.layers[m][i](h[m], src_key_padding_mask=~v[m]) for m in h}
-                h = {"text": self.cross["text"][i](h["text"], h["audio"], v["audio"]),
-                     "audio": self.cross["audio"][i](h["audio"], h["text"], v["text"])}
+                if c.cross_exchange:
+                    h = {"text": self.cross["text"][i](h["text"], h["audio"], v["audio"]),
+                         "audio": self.cross["audio"][i](h["audio"], h["text"], v["text"])}
                 continue
             hat = {}  # Eq. 1 / 3: v̂ = the shared layer over [F ; own joint vectors], joint part
             for m in self.sides:
@@ -275,7 +302,9 @@ class JFM(Head):
                 else:
                     hat[m] = self.layers[m][i](h[m], src_key_padding_mask=~v[m])[:, :1]
             # Eq. 2 / 4: the same layer over the un-hatted F and the other side's mapped joint vectors
-            h = {m: _layer_with(self.layers[m][i], h[m], v[m], self.bridge[m][i](hat[o]))[0]
+            # (no-exchange: its own joint outputs, unmapped)
+            h = {m: _layer_with(self.layers[m][i], h[m], v[m],
+                                self.bridge[m][i](hat[o]) if c.cross_exchange else hat[m])[0]
                  for m, o in (("text", "audio"), ("audio", "text"))}
         return h
 

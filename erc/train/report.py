@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from erc.config import config_hash  # noqa: E402
-from erc.train.intervals import ZERO_NOTE, Comparison, compare, format_ci  # noqa: E402
+from erc.train.intervals import INTERVALS_NOTE, ZERO_NOTE, Comparison, compare, format_ci  # noqa: E402
 from erc.errors import UserError  # noqa: E402
 from erc.train.metrics import mean_std, summarise  # noqa: E402
 from erc.train.metrics_checks import metrics_problem  # noqa: E402
@@ -131,10 +131,31 @@ def _deltas(groups: Mapping[str, list[dict[str, Any]]]) -> dict[str, Comparison]
     return out
 
 
+def weights_summary(configs: Sequence[dict[str, Any]]) -> str:
+    """The loaded weights of a configuration's runs (their ``config.json`` ``head_resolved.weights``):
+    ``"text=pretrained 1a2b3c4d, audio=random"``; a pre-trained side whose hash differs between runs
+    says so. "" when the head loads no weights."""
+    sides: dict[str, list[dict[str, Any]]] = {}
+    for cfg in configs:
+        for side, w in ((cfg.get("head_resolved") or {}).get("weights") or {}).items():
+            if isinstance(w, dict):
+                sides.setdefault(side, []).append(w)
+    out = []
+    for side, ws in sides.items():
+        origins = sorted({str(w.get("origin", "?")) for w in ws})
+        hashes = sorted({str(w.get("sha256", ""))[:8] for w in ws})
+        if origins == ["pretrained"]:
+            out.append(f"{side}=pretrained {hashes[0]}" if len(hashes) == 1 else f"{side}=pretrained ({len(hashes)} different hashes!)")
+        else:
+            out.append(f"{side}={'/'.join(origins)}")
+    return ", ".join(out)
+
+
 def summary_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per configuration: mean ± std of the test scores over its runs; for an ablation
     variant whose ``full`` is among the runs, Δ test W-F1 with its 95 % intervals
-    (``delta_wf1``, ``delta_ci_seeds``, ``delta_ci_test``; :mod:`erc.train.intervals`)."""
+    (``delta_wf1``; ``delta_ci``: seeds x test dialogues; ``delta_ci_seeds``: over seeds, or
+    seeds x folds corrected; ``delta_ci_test``: over test dialogues; :mod:`erc.train.intervals`)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         groups.setdefault(_group_key(r["config"]), []).append(r)
@@ -153,6 +174,7 @@ def summary_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "runs": len(members),
             "seeds": ",".join(str(m["metrics"].get("seed", "?")) for m in members),
             "dirs": ";".join(str(m["dir"]) for m in members),
+            "weights": weights_summary([m["config"] for m in members]),
         }
         for key, short in (("weighted_f1", "test_wf1"), ("accuracy", "test_acc"), ("macro_f1", "test_macro_f1")):
             vals = [t[key] for t in tests if key in t]
@@ -162,8 +184,9 @@ def summary_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         row["dev_wf1"] = summarise(devs)
         c = deltas.get(gkey)
         row["delta_wf1"] = f"{c.delta * 100:+.2f}" if c else ""
-        row["delta_ci_seeds"] = format_ci(c.seeds_ci) if c else ""
-        row["delta_ci_test"] = format_ci(c.boot_ci) if c else ""
+        row["delta_ci"] = format_ci(c.combined_ci) if c else ""
+        row["delta_ci_seeds"] = format_ci(c.runs_ci) if c else ""
+        row["delta_ci_test"] = format_ci(c.dialogue_ci) if c else ""
         for name in (tests[0].get("per_class_f1") or {}):
             mean = mean_std([t.get("per_class_f1", {}).get(name, math.nan) for t in tests])[0]
             row[f"f1_{name}"] = "-" if math.isnan(mean) else round(mean * 100, 2)  # "-": class absent
@@ -248,13 +271,17 @@ def write_report(root: str | Path, plots: bool = True) -> pd.DataFrame:
     lines = [f"# Report: {root}", "", f"{len(runs)} runs. Test scores at the best-dev epoch, mean ± std (%) over runs.", ""]
     if len(df):
         cols = ["dataset", "head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1", "dev_wf1"]
+        if (df["weights"] != "").any():
+            cols.append("weights")
         if (df["delta_wf1"] != "").any():
-            cols += ["delta_wf1", "delta_ci_seeds", "delta_ci_test"]
+            cols += ["delta_wf1", "delta_ci", "delta_ci_seeds", "delta_ci_test"]
         cols += [c for c in df.columns if c.startswith("f1_")]
         lines.append(_markdown(df[cols]))
         if (df["delta_wf1"] != "").any():
-            lines += ["", "delta_wf1: test W-F1 minus the `full` variant's (seed-paired mean, points); 95 % intervals "
-                      "over seeds (paired t) and over test utterances (paired bootstrap). " + ZERO_NOTE]
+            lines += ["", "delta_wf1: test W-F1 minus the `full` variant's (seed-paired mean, points). delta_ci: 95 % "
+                      "interval with seeds and test dialogues resampled together; delta_ci_seeds: over seeds (paired t; "
+                      "with folds, seeds x folds with the Nadeau-Bengio correction); delta_ci_test: over test dialogues "
+                      "(cluster bootstrap, trained runs fixed). " + ZERO_NOTE]
     if excluded:
         lines += ["", f"Not reported ({len(excluded)} run folders):", ""]
         lines += [f"- `{d}`: {why}" for d, why in excluded]
@@ -276,9 +303,11 @@ def ablation_table(results: Mapping[str, Sequence[float]], reference: str = "ful
     """Paper-style rows ``variant | W-F1 mean ± std | Δ vs full`` (values in 0..1, shown in %).
 
     ``results``: variant -> test weighted F1 of each seed. Δ is against ``reference`` (or the first).
-    With ``comparisons`` (variant -> :func:`erc.train.intervals.compare` against the reference), Δ
-    is the mean of the seed-paired differences and two 95 % interval columns follow (over seeds,
-    over test utterances); an interval that contains 0 is marked ``*`` (note under the table).
+    With ``comparisons`` (variant -> :func:`erc.train.intervals.compare` against the reference), the
+    ``delta`` column is the mean of the seed-paired differences, and three 95 % interval columns
+    follow: ``95% CI`` (seeds x test dialogues, the default), ``CI seeds`` (paired t, or with folds
+    the corrected t over seeds x folds) and ``CI dialogues`` (trained runs fixed); an interval that
+    contains 0 is marked ``*`` (notes under the table).
     """
     ref = reference if reference in results else next(iter(results), None)
     ref_mean = mean_std(results[ref])[0] if ref is not None else math.nan
@@ -289,12 +318,14 @@ def ablation_table(results: Mapping[str, Sequence[float]], reference: str = "ful
             delta = "—" if name == ref else f"{(mean - ref_mean) * 100:+.2f}"
             lines.append(f"| {name} | {summarise(vals)} | {delta} |")
         return "\n".join(lines)
-    lines = [f"| variant | W-F1 (%) | Δ vs {ref} | 95 % CI over seeds (paired t) | 95 % CI over test utterances (bootstrap) |",
-             "|---|---|---|---|---|"]
+    folds = any(c is not None and c.folds for c in comparisons.values())
+    seeds_col = "CI seeds x folds (corrected t)" if folds else "CI seeds (paired t)"
+    lines = [f"| variant | W-F1 (%) | delta vs {ref} | 95% CI | {seeds_col} | CI dialogues |", "|---|---|---|---|---|---|"]
     for name, vals in results.items():
         c = comparisons.get(name)
         if name == ref or c is None:
-            lines.append(f"| {name} | {summarise(vals)} | {'—' if name == ref else 'n/a'} | | |")
+            lines.append(f"| {name} | {summarise(vals)} | {'—' if name == ref else 'n/a'} | | | |")
         else:
-            lines.append(f"| {name} | {summarise(vals)} | {c.delta * 100:+.2f} | {format_ci(c.seeds_ci)} | {format_ci(c.boot_ci)} |")
-    return "\n".join([*lines, "", ZERO_NOTE])
+            lines.append(f"| {name} | {summarise(vals)} | {c.delta * 100:+.2f} | {format_ci(c.combined_ci)} | "
+                         f"{format_ci(c.runs_ci)} | {format_ci(c.dialogue_ci)} |")
+    return "\n".join([*lines, "", INTERVALS_NOTE, ZERO_NOTE])

@@ -65,6 +65,12 @@ ENCODERS: dict[str, EncoderEntry] = {
                      "the 'vision' extra)",
                      "erc.extract.encoders.video:CNNVideoEncoder", True,
                      (("model", "swin_tiny_patch4_window7_224"), ("frames", "15"), ("output", "features"))),
+        EncoderEntry("deepmsi-swin", "video", "DeepMSI-MER's token path: 15 whole frames -> Hugging Face "
+                     "Swin-tiny -> each frame's 7 x 7 patch tokens ([15 * 49, 768], for `--model deepmsi`; "
+                     "crop=face for face crops); no torchvision",
+                     "erc.extract.encoders.video_hf:HFVideoEncoder", True,
+                     (("model", "microsoft/swin-tiny-patch4-window7-224"), ("frames", "15"), ("tokens", "true"),
+                      ("crop", "frame"))),
     ]
 }
 

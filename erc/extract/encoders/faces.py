@@ -91,6 +91,19 @@ def face_crops(utt: Utterance, n: int, size: int) -> FaceCrops:
     return FaceCrops(crops, len(hits))
 
 
+def whole_frames(utt: Utterance, n: int, size: int) -> FaceCrops:
+    """Sample ``n`` frames of the utterance's video segment, each whole frame (the speaker's half
+    where ``video_region`` says so) resized to ``size`` x ``size`` (no face detection: ``found``
+    0) -> ``[T, size, size, 3]`` uint8 RGB."""
+    if utt.video is None:
+        raise MediaMissing("no video path")
+    frames = load_video_frames(utt.video, n, *utt.segment("video"), utt.video_region)  # [T, H, W, 3]
+    out = np.empty((len(frames), size, size, 3), np.uint8)
+    for i, frame in enumerate(frames):
+        out[i] = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    return FaceCrops(out, 0)
+
+
 # --------------------------------------------------------------------------------- descriptors
 
 def _uniform_lut() -> np.ndarray:

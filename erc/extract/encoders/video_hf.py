@@ -1,6 +1,6 @@
 """Video encoder on Hugging Face image models (ResNet, Swin, ViT, ConvNeXt ... by id or local
-folder): sampled frames -> face crops -> the model on each crop. Needs neither timm nor
-torchvision, so it runs wherever transformers does (a CPU-only torch included)."""
+folder): sampled frames -> face crops (or whole frames) -> the model on each. Needs neither timm
+nor torchvision, so it runs wherever transformers does (a CPU-only torch included)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from erc.config import NonNegative, Positive
 from erc.errors import UserError
 from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder, EncoderConfig
-from erc.extract.encoders.faces import face_crops
+from erc.extract.encoders.faces import face_crops, whole_frames
 from erc.extract.encoders.hf import HFWeights, ResolvedWeights, autocast
 from erc.extract.encoders.video import FaceStats, PixelNorm, split_per_item
 
@@ -33,7 +33,12 @@ class HFVideoConfig(EncoderConfig):
     last feature map flattened, a ViT's tokens with its CLS first) in place of one vector per frame,
     as DeepMSI-MER's per-frame compression needs: ``frames [T * K, D]``, frame-major (rows
     ``t*K .. t*K + K - 1`` are frame t), with the group attribute ``frame_tokens = K``; ``pooled``
-    is unchanged (the mean over frames of each frame's pooled output)."""
+    is unchanged (the mean over frames of each frame's pooled output). ``crop``: what each frame
+    shows the model: ``"face"`` (the detected face, square, grown 1.3 x), ``"frame"`` (the whole
+    frame, resized to a square), or ``"auto"`` (the default): whole frames with ``tokens=true``
+    (DeepMSI-MER's token path: its VSC compresses whole frames' Swin tokens precisely to drop the
+    background, so a face crop would remove beforehand what the compression is there to remove),
+    face crops otherwise."""
 
     model: str = ""
     output: Literal["features", "logits"] = "features"
@@ -43,6 +48,7 @@ class HFVideoConfig(EncoderConfig):
     download: bool = False
     keep_frames: bool = True
     tokens: bool = False
+    crop: Literal["auto", "face", "frame"] = "auto"
     batch_size: Positive = 8
 
 
@@ -63,6 +69,9 @@ class HFVideoEncoder(HFWeights, Encoder):
             raise UserError(f"video encoder: frames must be >= 1, got {config.frames}")
         if config.tokens and config.output != "features":
             raise UserError("video encoder: tokens=true keeps the backbone's patch tokens; it needs output=features")
+        if config.crop not in ("auto", "face", "frame"):
+            raise UserError(f"video encoder: crop must be auto, face or frame, got {config.crop!r}")
+        self.crop = config.crop if config.crop != "auto" else ("frame" if config.tokens else "face")
         self._weights: ResolvedWeights | None = None
         self.stats = FaceStats()
         self.model: Any = None
@@ -137,8 +146,9 @@ class HFVideoEncoder(HFWeights, Encoder):
             return y.flatten(1).float().cpu(), tokens
 
     def prepare(self, dialogue: Sequence[Utterance], position: int) -> np.ndarray:
-        """Face crops ``[frames, size, size, 3]`` uint8 RGB."""
-        crops = face_crops(dialogue[position], self.config.frames, self.size or 224)
+        """Face crops or whole frames (``crop``) ``[frames, size, size, 3]`` uint8 RGB."""
+        take = whole_frames if self.crop == "frame" else face_crops
+        crops = take(dialogue[position], self.config.frames, self.size or 224)
         self.stats.add(len(crops.crops), crops.found)
         return crops.crops
 
@@ -160,5 +170,7 @@ class HFVideoEncoder(HFWeights, Encoder):
         return {**self.weights_provenance(), "output": c.output, "frames": c.frames, "size": self.size,
                 "frame_rows": f"{self._tokens} patch tokens per frame" if c.tokens else "one vector per frame",
                 "normalisation": self.normalisation,
-                "face_detector": "opencv haarcascade_frontalface_default", "pooling": "mean over frames",
+                "crop": "whole frame" if self.crop == "frame" else "face",
+                "face_detector": "none (whole frames)" if self.crop == "frame" else "opencv haarcascade_frontalface_default",
+                "pooling": "mean over frames",
                 **self.stats.as_dict()}
