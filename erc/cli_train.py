@@ -90,7 +90,7 @@ def ablate(
     opts: TrainOptions,
 ) -> None:
     """Train every variant of a head over several seeds and print the paper-style ablation table."""
-    from erc.heads.registry import resolve_head
+    from erc.heads.registry import check_variant_overrides, resolve_head
     from erc.train.ablation import ablation_root, run_ablation
     from erc.train.outputs import check_writable_folder
     from erc.train.progress import progress_bar
@@ -99,6 +99,7 @@ def ablate(
     n_folds, fold_grouping = opts.fold_plan()
     head_cls = resolve_head(opts.model, overrides=overrides).cls
     names = [v.strip() for v in variants.split(",") if v.strip()] if variants else list(head_cls.variants)
+    check_variant_overrides(head_cls, names, overrides)  # --set use_mec=true would make no-mec a second full
     specs = {v: resolve_head(opts.model, v, overrides) for v in names}
     cfg = opts.train_config(head_cls)
     choice = opts.data()
@@ -129,19 +130,22 @@ def report(directory: Path = typer.Argument(..., help="Folder holding run direct
     cols = ["dataset", "head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1"]
     if (df["protocol"] == "official split").all():
         cols.remove("protocol")
+    if (df["weights"] != "").any():  # heads that load pre-trained weights: which, and their hash
+        cols.append("weights")
     names = {"modalities": "mods", "test_wf1": "test W-F1", "test_acc": "test acc", "test_macro_f1": "test mF1"}
     df = df.assign(modalities=[short_modalities(str(v).split(","), ",") for v in df["modalities"]])
     rows = [[str(v).replace(" ± ", "±") for v in row] for row in df[cols].itertuples(index=False)]
     Console().print(_compact_table(f"{directory}: test at the best dev epoch", [names.get(c, c) for c in cols], rows))
     diff = df[df["delta_wf1"] != ""]
     if len(diff):
-        from erc.train.intervals import ZERO_NOTE
+        from erc.train.intervals import INTERVALS_NOTE, ZERO_NOTE
 
-        dcols = ["dataset", "head", "variant", "runs", "delta_wf1", "delta_ci_seeds", "delta_ci_test"]
+        dcols = ["dataset", "head", "variant", "runs", "delta_wf1", "delta_ci", "delta_ci_seeds", "delta_ci_test"]
         drows = [[str(v) for v in row] for row in diff[dcols].itertuples(index=False)]
         Console().print(_compact_table("difference to full (test W-F1 points, 95 % intervals)",
-                                       ["dataset", "head", "variant", "runs", "Δ", "CI seeds", "CI test"], drows))
-        Console().print(ZERO_NOTE, markup=False, highlight=False)
+                                       ["dataset", "head", "variant", "runs", "Δ", "95% CI", "CI seeds", "CI dialogues"],
+                                       drows))
+        Console().print(f"{INTERVALS_NOTE}. {ZERO_NOTE}", markup=False, highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     for run_dir, why in excluded:
         err.print(f"[yellow]not reported[/]: {escape(f'{run_dir}: {why}')}")

@@ -74,3 +74,17 @@ def test_an_ablation_killed_mid_way_resumes_to_the_table_of_an_uninterrupted_one
     again = run_erc_here(*args, "--out", str(out))
     assert again.code == 0, again.err
     assert (out / "gru-ablation-ta.md").read_text() == (tmp_path / "whole" / "gru-ablation-ta.md").read_text()
+
+
+def test_ablate_refuses_a_set_that_a_listed_variant_switches(cache, tmp_path) -> None:
+    res = run_erc_here("ablate", "--model", "matav", "--features", str(cache), "--set", "use_mec=true",
+                       "--out", str(tmp_path / "a"))
+    assert_one_line_error(res, "use_mec", "no-mec")
+    assert not (tmp_path / "a").exists()
+
+
+def test_ablate_with_folds_pairs_runs_by_seed_and_fold_with_the_corrected_interval(cache, tmp_path) -> None:
+    res = run_erc_here(*ABLATE, "--features", str(cache), "--folds", "3", "--out", str(tmp_path / "f"))
+    assert res.code == 0, res.err
+    assert len(list((tmp_path / "f").rglob("fold2/done"))) == 4  # 2 variants x 2 seeds x fold 0..2
+    assert "corrected t" in (tmp_path / "f" / "gru-ablation-ta.md").read_text()

@@ -284,6 +284,7 @@ def _fit(head: Head, data: DialogueData, cfg: TrainConfig, device: torch.device,
     metrics = {"best_epoch": best_epoch, "epochs_run": len(rows_log), "selection": "best dev weighted_f1",
                "seed": cfg.seed, "head": config["head"], "variant": config["variant"], "modalities": config["modalities"],
                "mamba_backend": mamba_backends(head), "cpu_kernels": cpu.loaded(), "train_time_s": time.time() - t_start,
-               "warnings": config["warnings"], "dev": scored["dev"], "test": scored["test"]}
+               "warnings": config["warnings"], "weights": head.resolved.get("weights"),
+               "dev": scored["dev"], "test": scored["test"]}
     write_json(out / "metrics.json", metrics)
     return RunResult(out, config["config_hash"], best_epoch, scored["dev"], scored["test"], extra={"mamba_backend": metrics["mamba_backend"]})
