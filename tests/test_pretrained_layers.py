@@ -108,6 +108,7 @@ def test_a_run_records_the_resolved_layers_and_the_warning(tmp_path) -> None:
     assert {side: w["origin"] for side, w in resolved["weights"].items()} == {"text": "random", "audio": "random"}
     assert all(len(w["sha256"]) == 16 for w in resolved["weights"].values())
     assert len(config["warnings"]) == 1 and metrics["warnings"] == config["warnings"]
+    assert metrics["weights"] == resolved["weights"]  # the loaded weights' hash and origin, in metrics.json too
 
 
 def _tiny_bert(path, rename: tuple[str, str] | None = None):
