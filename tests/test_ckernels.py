@@ -3,6 +3,8 @@ fallback to PyTorch (one warning) when no kernel can be built."""
 
 from __future__ import annotations
 
+import os
+
 import warnings
 
 import pytest
@@ -99,7 +101,9 @@ def test_a_library_that_is_not_the_one_built_is_built_again_before_loading(tmp_p
     ckernels.build("token_attention", cattention.FLAGS)
     (lib,) = (tmp_path / "kernels").glob("token_attention-*.so")
     good = lib.read_bytes()
-    lib.write_bytes(good[:-100] + b"\0" * 100)  # replaced or damaged after its build
+    damaged = lib.with_name(lib.name + ".new")  # replaced or damaged after its build: a new file, so that the
+    damaged.write_bytes(good[:-100] + b"\0" * 100)  # copy this process has loaded is not written into (a
+    os.replace(damaged, lib)  # library rewritten in place under its own mapping crashes the process at exit)
     ckernels.build("token_attention", cattention.FLAGS)
     assert lib.read_bytes() == good  # the stamp's hash did not match: rebuilt, then loaded
     stamp = lib.with_name(lib.name + ".json")

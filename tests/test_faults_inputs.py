@@ -65,7 +65,7 @@ def test_an_encoder_output_holding_nan_is_stored_as_failed_non_finite_output(tmp
 def test_in_memory_extraction_marks_non_finite_input_too(tmp_path):
     from erc.extract.datasets.manifest import load_manifest
     from erc.extract.encoders import build_encoder
-    from erc.extract.memory import encode_group
+    from erc.extract.in_memory import encode_group
 
     wav = tone(0.5)
     wav[5] = np.nan
