@@ -4,7 +4,6 @@ fallback to PyTorch (one warning) when no kernel can be built."""
 from __future__ import annotations
 
 import os
-
 import warnings
 
 import pytest
