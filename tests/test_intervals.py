@@ -145,8 +145,10 @@ def test_compare_on_fold_runs_uses_the_corrected_t(tmp_path: Path) -> None:
             diffs.append(f1_score(truth, noisy, average="weighted") - 1.0)
     c = compare(ref, var, resamples=200)
     assert c is not None and c.pairs == 10 and c.folds == 5 and c.runs_method == "corrected t"
-    # n_test / n_train = 24 / (5 * 24 - 24 dev - 24 test) = 1/3, as the files say
-    assert c.runs_ci == pytest.approx(corrected_t_interval(diffs, 1 / 3))
+    # n_test / n_train = 24 / (5 * 24 - 24 dev - 24 test) = 1/3, as the files say; the two seeds of a
+    # fold share its partition: their differences are averaged per fold before the correction (J = 5)
+    per_fold = [(diffs[k] + diffs[5 + k]) / 2 for k in range(5)]
+    assert c.runs_ci == pytest.approx(corrected_t_interval(per_fold, 1 / 3))
     naive = paired_t_interval(diffs)
     assert c.runs_ci[1] - c.runs_ci[0] > naive[1] - naive[0]
     assert "corrected t" in ablation_table({"full": [1.0], "no-x": [0.8]}, comparisons={"no-x": c}).splitlines()[0]
@@ -165,3 +167,12 @@ def test_format_and_table_mark_intervals_that_contain_zero() -> None:
     assert lines[3] == "| no-mamba | 65.50 ± 0.71 | -5.50 | [-9.00, -2.00] | [-8.00, -3.00] | [-7.00, -4.00] |"
     assert lines[4] == "| no-mec | 70.00 ± 1.41 | -1.00 | [-6.00, +4.00] * | [-5.00, +3.00] * | [-2.00, +0.10] * |"
     assert "contains 0" in lines[-1] and "dialogues" in lines[-2]
+
+
+def test_the_fold_ratio_counts_the_labelled_utterances_a_run_records(tmp_path: Path) -> None:
+    from erc.train.intervals import fold_test_train_ratio
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"n_labelled": {"train": 300, "dev": 40, "test": 60}}))
+    assert fold_test_train_ratio(tmp_path, 5) == pytest.approx(60 / 300)
+    (tmp_path / "metrics.json").write_text(json.dumps({}))  # nothing recorded, no predictions: 1 / (K - 2)
+    assert fold_test_train_ratio(tmp_path, 5) == pytest.approx(1 / 3)

@@ -92,7 +92,7 @@ def paired_t_interval(diffs: Sequence[float], level: float = LEVEL) -> tuple[flo
 
 def corrected_t_interval(diffs: Sequence[float], test_train_ratio: float, level: float = LEVEL) -> tuple[float, float]:
     """The corrected resampled t-interval (Nadeau & Bengio) of the mean of J differences from
-    resampled train / test splits (J = seeds x folds): standard error
+    resampled train / test splits (J = folds; the seeds of a fold averaged first): standard error
     ``sqrt(var * (1/J + n_test/n_train))``, J - 1 degrees of freedom. ``test_train_ratio`` 0 gives
     the plain paired t-interval. NaNs for fewer than 2 values; a point when all are the same."""
     d = np.asarray(diffs, dtype=np.float64)
@@ -204,9 +204,13 @@ def _folds_of(run_dir: Path) -> dict[str, Any] | None:
 
 
 def fold_test_train_ratio(run_dir: Path, n_folds: int) -> float:
-    """n_test / n_train of a fold run: its test rows, and the cache's utterances less its dev and
-    test rows (``provenance.json``); ``1 / (K - 2)`` (test, dev and K - 2 train folds) when the
-    files do not say."""
+    """n_test / n_train of a fold run: its labelled test and train utterances as ``metrics.json``
+    records them (``n_labelled``); for a run from before that record, its test rows and the cache's
+    utterances less its dev and test rows (``provenance.json``); ``1 / (K - 2)`` (test, dev and
+    K - 2 train folds) when the files do not say."""
+    counts = _read_json(Path(run_dir) / "metrics.json").get("n_labelled") or {}
+    if isinstance(counts, dict) and int(counts.get("train") or 0) > 0 and int(counts.get("test") or 0) > 0:
+        return int(counts["test"]) / int(counts["train"])
     try:
         test, _, scored = _test_predictions(run_dir)
     except (OSError, ValueError, KeyError):
@@ -232,8 +236,14 @@ def compare(reference: Mapping[Hashable, Path], variant: Mapping[Hashable, Path]
     folds = [f for k in keys if (f := _folds_of(reference[k])) is not None]
     n_folds = (int(folds[0].get("n_folds", 0)) or None) if folds else None
     if n_folds:
+        # the seeds of one fold share its partition (fold seed 0), so they are not the independent
+        # repeats the correction assumes: their differences are averaged per fold, J = K
+        per_fold: dict[Any, list[float]] = {}
+        for k, d in zip(keys, diffs):
+            per_fold.setdefault((_folds_of(reference[k]) or {}).get("fold", k), []).append(d)
+        fold_diffs = [float(np.mean(v)) for v in per_fold.values()]
         ratio = float(np.mean([fold_test_train_ratio(reference[k], n_folds) for k in keys]))
-        runs_ci, method = corrected_t_interval(diffs, ratio, level), "corrected t"
+        runs_ci, method = corrected_t_interval(fold_diffs, ratio, level), "corrected t"
     else:
         runs_ci, method = paired_t_interval(diffs, level), "paired t"
     sets, n_classes = _test_sets(reference, variant, keys)

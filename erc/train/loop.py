@@ -285,6 +285,7 @@ def _fit(head: Head, data: DialogueData, cfg: TrainConfig, device: torch.device,
                "seed": cfg.seed, "head": config["head"], "variant": config["variant"], "modalities": config["modalities"],
                "mamba_backend": mamba_backends(head), "cpu_kernels": cpu.loaded(), "train_time_s": time.time() - t_start,
                "warnings": config["warnings"], "weights": head.resolved.get("weights"),
+               "n_labelled": {split: int(data.label_counts(split).sum()) for split in ("train", "dev", "test")},
                "dev": scored["dev"], "test": scored["test"]}
     write_json(out / "metrics.json", metrics)
     return RunResult(out, config["config_hash"], best_epoch, scored["dev"], scored["test"], extra={"mamba_backend": metrics["mamba_backend"]})
