@@ -13,7 +13,7 @@ import pytest
 from erc.errors import UserError
 from erc.extract.datasets.demo import load_demo
 from erc.extract.datasets.manifest import load_manifest
-from erc.extract.finetuned import fold_group_name
+from erc.features.schema import fold_group_name
 from erc.features.reader import FeatureCache
 from erc.finetune.config import FinetuneConfig
 from erc.finetune.run import finetune
@@ -265,6 +265,12 @@ def test_session_folds_refuse_official_features_and_run_on_per_session_ones(tiny
     for k in range(3):
         config = json.loads((tmp_path / "r-per" / "seed0" / f"fold{k}" / "config.json").read_text())
         assert config["encoders"] == {"text": f"per@fold{k}"}  # each fold reads its own encoder
+    report = run_erc_here("report", str(tmp_path / "r-per"))
+    assert report.code == 0, report.err
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "r-per" / "report.csv")
+    assert len(rows) == 1 and int(rows["runs"].iloc[0]) == 3  # the folds' own groups: one configuration
 
 
 def test_cli_finetune_on_the_demo_and_its_one_line_errors(tiny_bert: Path, demo_root: Path, tmp_path: Path) -> None:
@@ -314,10 +320,9 @@ def test_guard_on_predicting_a_cache(cache: Path) -> None:
             leaks.check_cache_prediction(fc, {"text": "ft"}, df.assign(split="test"), ["joy"])
 
 
-def test_fold_group_names_agree_between_extract_and_train() -> None:
-    from erc.extract.finetuned import parse_fold_group
+def test_fold_group_names_round_trip() -> None:
+    from erc.features.schema import parse_fold_group
 
     for base, k in (("roberta-large-ft", 0), ("a@fold1", 12)):
-        name = fold_group_name(base, k)
-        assert parse_fold_group(name) == leaks.parse_fold_group(name) == (base, k)
-    assert leaks.parse_fold_group("minilm") == parse_fold_group("minilm") == ("minilm", None)
+        assert parse_fold_group(fold_group_name(base, k)) == (base, k)
+    assert parse_fold_group("minilm") == ("minilm", None)

@@ -15,31 +15,19 @@ whose labels it saw). ``erc extract --text DIR`` reads it like any local model; 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from erc.errors import UserError
+from erc.features.schema import fold_group_name
 
 if TYPE_CHECKING:
     from erc.extract.encoders.base import Encoder
 
 FINETUNE_JSON = "finetune.json"
-FOLD_SUFFIX = re.compile(r"^(?P<base>.+)@fold(?P<k>\d+)$")
 # the fields of HFTextConfig that fine-tuning fixed (the record's "input"): the text window, and
 # the pooling the classification head was trained on (the first token)
 INPUT_FIELDS = ("context", "context_future", "speaker_names", "max_length", "pooling")
-
-
-def fold_group_name(base: str, fold: int) -> str:
-    """Cache group name of fold ``fold``'s encoder: ``roberta-ft`` -> ``roberta-ft@fold3``."""
-    return f"{base}@fold{fold}"
-
-
-def parse_fold_group(name: str) -> tuple[str, int | None]:
-    """``"roberta-ft@fold3"`` -> ``("roberta-ft", 3)``; a name without the suffix -> ``(name, None)``."""
-    m = FOLD_SUFFIX.match(name)
-    return (m.group("base"), int(m.group("k"))) if m else (name, None)
 
 
 def read_record(folder: str | Path) -> dict[str, Any] | None:

@@ -37,6 +37,7 @@ joins the parts into a cache of the layout above.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,21 @@ SCHEMA_VERSION = 1
 UTTERANCE_COLUMNS = ("utterance_id", "dialogue_id", "turn", "speaker", "label", "split", "text")
 STR_COLUMNS = ("utterance_id", "dialogue_id", "speaker", "label", "split", "text")
 CACHE_DIR = Path("features")
+
+
+# a per-fold encoder's group (``erc finetune --folds``): ``<name>@fold<k>``; fold k reads its own
+FOLD_SUFFIX = re.compile(r"^(?P<base>.+)@fold(?P<k>\d+)$")
+
+
+def fold_group_name(base: str, fold: int) -> str:
+    """Cache group name of fold ``fold``'s encoder: ``roberta-ft`` -> ``roberta-ft@fold3``."""
+    return f"{base}@fold{fold}"
+
+
+def parse_fold_group(name: str) -> tuple[str, int | None]:
+    """``"roberta-ft@fold3"`` -> ``("roberta-ft", 3)``; a name without the suffix -> ``(name, None)``."""
+    m = FOLD_SUFFIX.match(name)
+    return (m.group("base"), int(m.group("k"))) if m else (name, None)
 
 
 def default_cache_path(dataset: str) -> Path:

@@ -6,24 +6,22 @@ An encoder fine-tuned by ``erc finetune`` carries its ``finetune.json`` record o
 chose its epoch on (``dev``). A frozen encoder has no record and always passes.
 
 Per-fold encoders (``erc finetune --folds``) are stored as one group per fold, named
-``<name>@fold<k>`` (the same format as :func:`erc.extract.finetuned.fold_group_name`; extract and
-train are sibling layers, so the two modules share the format, not the code): fold ``k`` must
-read its own group, :func:`fold_encoders` maps a run's groups to fold ``k``'s.
+``<name>@fold<k>`` (:func:`erc.features.schema.fold_group_name`, the naming extraction and training
+share): fold ``k`` must read its own group, :func:`fold_encoders` maps a run's groups to fold ``k``'s.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Mapping, Sequence
 
 from erc.errors import UserError
 from erc.features.reader import FeatureCache
+from erc.features.schema import parse_fold_group
 from erc.features.source import FeatureSource
 from erc.train.dialogues import DialogueData
 from erc.train.folds import FoldSpec
 
-FOLD_SUFFIX = re.compile(r"^(?P<base>.+)@fold(?P<k>\d+)$")
 SHOW = 3  # ids named in the error
 
 
@@ -102,12 +100,6 @@ def check_folds(data: DialogueData, n_folds: int, grouping: str, fold_seed: int 
         check_data(data.for_fold(FoldSpec(n_folds, k, grouping, fold_seed)))  # type: ignore[arg-type]
 
 
-def parse_fold_group(name: str) -> tuple[str, int | None]:
-    """``"roberta-ft@fold3"`` -> ``("roberta-ft", 3)``; other names -> ``(name, None)``."""
-    m = FOLD_SUFFIX.match(name)
-    return (m.group("base"), int(m.group("k"))) if m else (name, None)
-
-
 def fold_encoders(available: Mapping[str, Sequence[str]], encoders: Mapping[str, str], fold: int) -> dict[str, str]:
     """The groups fold ``fold`` reads: a per-fold group ``<name>@fold<j>`` (or the bare ``<name>``
     when only per-fold groups have it) is replaced by ``<name>@fold<fold>``; other groups are kept. ``available``: modality -> the cache's groups
@@ -135,7 +127,7 @@ def ensemble_group_attrs(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, d
 
 
 def predicted_test_ids(df: Any, labels: Sequence[str]) -> list[str]:
-    """Ids of the rows of a prediction frame (``erc.train.predict.predict_frame``) that ``erc predict``
+    """Ids of the rows of a prediction frame (``erc.train.ensemble.ensemble_frame``) that ``erc predict``
     scores as test: split "test" (new conversations' default) and a label the run knows (none when
     the frame has no label column: nothing is scored)."""
     if "label" not in df.columns or "split" not in df.columns:

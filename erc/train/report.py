@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from erc.config import config_hash  # noqa: E402
+from erc.features.schema import parse_fold_group  # noqa: E402
 from erc.train.intervals import INTERVALS_NOTE, ZERO_NOTE, Comparison, compare, format_ci  # noqa: E402
 from erc.errors import UserError  # noqa: E402
 from erc.train.metrics import mean_std, summarise  # noqa: E402
@@ -82,13 +83,28 @@ def not_a_result(run: dict[str, Any]) -> str | None:
     return None
 
 
+def _fold_free(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A run's encoders and cache record with each per-fold group (``<name>@fold<k>``, one encoder
+    fine-tuned per fold) named by its base name: the K folds of one sweep are one configuration."""
+    encoders = dict(cfg.get("encoders") or {})
+    cache = cfg.get("cache")
+    per_fold = {m: parse_fold_group(str(e))[0] for m, e in encoders.items() if parse_fold_group(str(e))[1] is not None}
+    if not per_fold:
+        return encoders, cache
+    cache = dict(cache or {})
+    cache["groups"] = {**(cache.get("groups") or {}), **{m: f"{base}@fold*" for m, base in per_fold.items()}}
+    return {**encoders, **{m: f"{base}@fold*" for m, base in per_fold.items()}}, cache
+
+
 def _group_key(cfg: dict[str, Any]) -> str:
-    """Everything that defines a configuration except the seed and the fold index."""
+    """Everything that defines a configuration except the seed and the fold index (and the fold's
+    own group of a per-fold encoder)."""
     train = {k: v for k, v in cfg.get("train", {}).items() if k != "seed"}
     folds = cfg.get("folds")
     folds = {k: v for k, v in folds.items() if k != "fold"} if folds else None
+    encoders, cache = _fold_free(cfg)
     return config_hash({"head": cfg.get("head"), "variant": cfg.get("variant"), "head_config": cfg.get("head_config"),
-                        "encoders": cfg.get("encoders"), "train": train, "folds": folds, "cache": cfg.get("cache")})
+                        "encoders": encoders, "train": train, "folds": folds, "cache": cache})
 
 
 def _protocol(cfg: dict[str, Any]) -> str:
@@ -107,8 +123,9 @@ def _pair_key(cfg: dict[str, Any]) -> str:
     train = {k: v for k, v in cfg.get("train", {}).items() if k != "seed"}
     folds = cfg.get("folds")
     folds = {k: v for k, v in folds.items() if k != "fold"} if folds else None
-    return config_hash({"head": cfg.get("head"), "overrides": cfg.get("overrides", {}), "encoders": cfg.get("encoders"),
-                        "train": train, "folds": folds, "cache": cfg.get("cache")})
+    encoders, cache = _fold_free(cfg)
+    return config_hash({"head": cfg.get("head"), "overrides": cfg.get("overrides", {}), "encoders": encoders,
+                        "train": train, "folds": folds, "cache": cache})
 
 
 def _run_key(run: dict[str, Any]) -> tuple[Any, Any]:
