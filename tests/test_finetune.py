@@ -205,6 +205,11 @@ def test_a_killed_finetuning_resumes_from_its_last_checkpoint(tiny_bert: Path, d
     with pytest.raises(KeyboardInterrupt):
         finetune(corpus, "text", str(tiny_bert), out, cfg, callbacks=[Kill()])
     assert (out / "checkpoints" / f"checkpoint-{per_epoch}").is_dir() and not (out / "finetune.json").exists()
+    # weights trained on labels but no record yet: never extracted as if frozen
+    killed = run_erc_here("extract", "--dataset", "demo", "--root", str(demo_root), "--set", "dataset.dialogues=8",
+                          "--set", "dataset.seed=3", "--text", str(out), "--audio", "none", "--video", "none",
+                          "--out", str(tmp_path / "killed.h5"))
+    assert_one_line_error(killed, "unfinished `erc finetune`")
     steps = Steps()
     record = finetune(corpus, "text", str(tiny_bert), out, cfg, callbacks=[steps]).records[0]
     assert steps.seen == list(range(per_epoch + 1, 2 * per_epoch + 1))

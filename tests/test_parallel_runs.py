@@ -88,3 +88,28 @@ def test_ablate_with_folds_pairs_runs_by_seed_and_fold_with_the_corrected_interv
     assert res.code == 0, res.err
     assert len(list((tmp_path / "f").rglob("fold2/done"))) == 4  # 2 variants x 2 seeds x fold 0..2
     assert "corrected t" in (tmp_path / "f" / "gru-ablation-ta.md").read_text()
+
+
+def test_runs_are_dealt_over_the_gpus_of_a_machine_with_several(monkeypatch) -> None:
+    import torch
+
+    from erc.train.parallel import spread_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert spread_devices("auto", 3) == ["cuda:0", "cuda:1", "cuda:0"]
+    assert spread_devices("cuda:1", 2) == ["cuda:1", "cuda:1"] and spread_devices("cpu", 2) == ["cpu", "cpu"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert spread_devices("auto", 2) == ["auto", "auto"]
+
+
+def test_a_finished_run_whose_metrics_were_lost_is_trained_again(cache, tmp_path) -> None:
+    args = (*ABLATE[:3], "--seeds", "1", "--epochs", "2", "--features", str(cache), "--set", "hidden=8",
+            "--device", "cpu", "--quiet", "--out", str(tmp_path / "m"))
+    train = ("train-head", *args[1:])
+    assert run_erc_here(*train).code == 0
+    metrics = tmp_path / "m" / "seed0" / "metrics.json"
+    metrics.write_text("{broken")
+    again = run_erc_here(*train)
+    assert again.code == 0, again.err
+    assert json.loads(metrics.read_text())["best_epoch"] >= 1

@@ -30,10 +30,19 @@ FINETUNE_JSON = "finetune.json"
 INPUT_FIELDS = ("context", "context_future", "speaker_names", "max_length", "pooling")
 
 
-def read_record(folder: str | Path) -> dict[str, Any] | None:
-    """The ``finetune.json`` of ``folder`` (None when the folder has none)."""
+UNFINISHED = Path("checkpoints") / "erc_run.json"  # what erc finetune leaves until its record is written
+
+
+def read_record(folder: str | Path, unfinished_ok: bool = False) -> dict[str, Any] | None:
+    """The ``finetune.json`` of ``folder`` (None when the folder has none). A folder where ``erc
+    finetune`` started but wrote no record yet (killed, or still running) holds weights trained on
+    labels with nothing to say whose: refused (UserError), so it never passes as a frozen encoder
+    (``unfinished_ok``: None instead, for erc finetune resuming it)."""
     path = Path(folder).expanduser() / FINETUNE_JSON
     if not path.is_file():
+        if not unfinished_ok and (Path(folder).expanduser() / UNFINISHED).is_file():
+            raise UserError(f"{folder} holds an unfinished `erc finetune` (no {FINETUNE_JSON} yet): run the same "
+                            "erc finetune command again to finish it, then extract")
         return None
     try:
         record = json.loads(path.read_text())

@@ -82,10 +82,10 @@ def _rows(plan: SplitPlan, labels: np.ndarray, split: str) -> list[int]:
 
 def _prepare_folder(out: Path, chash: str, overwrite: bool) -> dict[str, Any] | None:
     """The finished record of this configuration (None: train); refuses another configuration's run."""
-    record = read_record(out) if out.is_dir() else None
+    record = read_record(out, unfinished_ok=True) if out.is_dir() else None
     ckpt = out / CHECKPOINTS / RUN_JSON
     other = (record is not None and record.get("config_hash") != chash) or \
-        (ckpt.is_file() and json.loads(ckpt.read_text()).get("config_hash") != chash)
+        (ckpt.is_file() and _run_hash(ckpt) != chash)
     if other and not overwrite:
         raise UserError(f"{out} holds a fine-tuning of another configuration; pass --overwrite to replace it, "
                         "or another --out")
@@ -95,6 +95,16 @@ def _prepare_folder(out: Path, chash: str, overwrite: bool) -> dict[str, Any] | 
     if other:
         return None
     return record
+
+
+def _run_hash(ckpt: Path) -> str | None:
+    """The config hash an unfinished fine-tuning in this folder was started with (UserError when
+    its ``erc_run.json`` is damaged)."""
+    try:
+        value = json.loads(ckpt.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{ckpt} cannot be read ({e}); remove {ckpt.parent} to start that fine-tuning afresh") from None
+    return value.get("config_hash") if isinstance(value, dict) else None
 
 
 def _leader() -> bool:
@@ -204,7 +214,7 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
     write_record(out, record)
     if not cfg.keep_checkpoints:
         shutil.rmtree(ckpts, ignore_errors=True)
-    return read_record(out) or record, False
+    return read_record(out, unfinished_ok=True) or record, False
 
 
 def _best(curve: list[dict[str, Any]], checkpoint: str | None) -> dict[str, Any]:

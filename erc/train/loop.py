@@ -175,11 +175,15 @@ def train_run(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | None 
 
 
 def _finished(out: Path, chash: str) -> RunResult | None:
-    """The result of the finished run of identity ``chash`` in ``out``, or None."""
+    """The result of the finished run of identity ``chash`` in ``out``, or None (also when its
+    ``metrics.json`` is missing or damaged: the run is trained again)."""
     if not is_done(out, chash):
         return None
-    m = read_json(out / "metrics.json")
-    return RunResult(out, chash, m["best_epoch"], m["dev"], m.get("test"), skipped=True)
+    try:
+        m = read_json(out / "metrics.json")
+        return RunResult(out, chash, int(m["best_epoch"]), dict(m["dev"]), m.get("test"), skipped=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def check_trainable(data: DialogueData) -> None:

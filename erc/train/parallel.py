@@ -68,6 +68,18 @@ def worker_threads(jobs: int, given: int | None) -> int | None:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
+def spread_devices(device: str, n: int) -> list[str]:
+    """The device of each of ``n`` runs: on a machine with several CUDA GPUs, ``auto`` / ``cuda``
+    deal the runs out over them (``cuda:0``, ``cuda:1``, ...); any other device is kept for all.
+    The device is not part of a run's identity."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device in ("auto", "cuda") and gpus > 1:
+        return [f"cuda:{i % gpus}" for i in range(n)]
+    return [device] * n
+
+
 # ---- in a worker process ----------------------------------------------------------------------
 _DATA: dict[tuple, DialogueData] = {}  # read once per worker: key -> the data, for any fold of it
 
@@ -102,14 +114,20 @@ def run_tasks(cache: Path, modalities: Mapping[str, str | None], tasks: Sequence
     results: list[RunResult | None] = [None] * len(tasks)
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads / HDF5 handles
     with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
-        futures = {pool.submit(_run, cache, dict(modalities), replace(t, cfg=replace(t.cfg, quiet=True))): i
-                   for i, t in enumerate(tasks)}
+        devices = spread_devices(tasks[0].cfg.device, len(tasks))
+        futures = {pool.submit(_run, cache, dict(modalities), replace(t, cfg=replace(t.cfg, quiet=True, device=d))): i
+                   for i, (t, d) in enumerate(zip(tasks, devices))}
         try:
             for fut in concurrent.futures.as_completed(futures):
                 results[futures[fut]] = res = fut.result()
                 if bar is not None:
                     test = f"test W-F1 {res.test['weighted_f1'] * 100:.2f}" if res.test else ""
                     progress.update(bar, advance=1, info=f"{res.run_dir} {test}{' (reused)' if res.skipped else ''}")
+        except concurrent.futures.process.BrokenProcessPool:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise UserError(f"a worker process died (out of memory, or killed); the {sum(r is not None for r in results)} "
+                            "finished runs are kept: re-run the same command to resume, with fewer --jobs if memory "
+                            "ran out") from None
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
