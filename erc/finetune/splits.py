@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from erc.corpus import Corpus
-from erc.errors import UserError
-from erc.train.folds import FoldSpec, Grouping, carve_dev, fold_splits, session_of
+from erc.train.folds import FoldSpec, carve_dev, fold_splits, parse_folds, session_of
 
 
 @dataclass(frozen=True)
@@ -40,30 +39,16 @@ def dialogue_codes(corpus: Corpus) -> tuple[np.ndarray, list[str]]:
     return codes, list(index)
 
 
-def parse_folds(value: str | None) -> tuple[int | None, Grouping] | None:
-    """``None`` -> None (official split); ``"session"`` -> (None, "session"): one fold per session;
-    ``"5"`` -> (5, "dialogue"): 5 folds of whole dialogues (train-head's ``--folds 5``)."""
-    if value is None:
-        return None
-    v = value.strip().lower()
-    if v == "session":
-        return None, "session"
-    if v.isdigit() and int(v) >= 3:
-        return int(v), "dialogue"
-    raise UserError(f"--folds takes 'session' or a number of folds >= 3; got {value!r}")
-
-
 def plan_splits(corpus: Corpus, folds: str | None, dev_fraction: float = 0.1, fold_seed: int = 0) -> list[SplitPlan]:
     """The fine-tunings ``--folds`` asks for: one on the official split, or one per fold."""
     codes, names = dialogue_codes(corpus)
-    parsed = parse_folds(folds)
-    if parsed is None:
+    n, grouping = parse_folds(folds)  # train-head's own reading of --folds (dialogue grouping, or session)
+    if folds is None:
         given = np.asarray([u.split for u in corpus.utterances], dtype=object)
         splits = carve_dev(given, codes, dev_fraction)
         carved = not (given == "dev").any()
         return [SplitPlan("official", splits, {"kind": "official", "dev_carved": carved,
                                                 "dev_fraction": dev_fraction if carved else None})]
-    n, grouping = parsed
     if n is None:
         n = len(set(session_of(names).tolist()))
     plans = []
