@@ -18,11 +18,16 @@ from erc.errors import UserError
 
 def _compact_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
     """A results table that fits an 80-column terminal: no edges, and the score columns (their
-    names hold "F1" or "acc"; cells like "60.48±0.62") right-aligned and never wrapped."""
+    names hold "F1", "acc", "CI" or "Δ"; cells like "60.48±0.62", "[-2.31, +6.71] *")
+    right-aligned and never wrapped."""
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-    for col in columns:
-        score = "F1" in col or "acc" in col
-        table.add_column(col, justify="right" if score else "left", no_wrap=score, overflow="ellipsis" if score else "fold")
+    rows = [list(r) for r in rows]
+    for i, col in enumerate(columns):
+        score = any(key in col for key in ("F1", "acc", "CI", "Δ"))
+        # a name column never narrower than its longest word (``no-speaker``, not ``no-s|peak|er``)
+        longest = max((len(w) for r in rows for w in str(r[i]).split()), default=0)
+        table.add_column(col, justify="right" if score else "left", no_wrap=score, overflow="ellipsis" if score else "fold",
+                         min_width=None if score else min(max(longest, len(col)), 16))
     for row in rows:
         table.add_row(*row)
     return table
@@ -126,25 +131,29 @@ def report(directory: Path = typer.Argument(..., help="Folder holding run direct
     if not len(df):
         why = f" ({len(excluded)} run folders are not results: e.g. {excluded[0][0]}: {excluded[0][1]})" if excluded else ""
         raise UserError(f"no finished runs (metrics.json + done) under {directory}{why}")
-    # the protocol column only where some run is not on the cache's official split
-    cols = ["dataset", "head", "variant", "modalities", "protocol", "runs", "test_wf1", "test_acc", "test_macro_f1"]
-    if (df["protocol"] == "official split").all():
-        cols.remove("protocol")
+    df = df.assign(modalities=[short_modalities(str(v).split(","), ",") for v in df["modalities"]])
+    # a column every row shares (one head, one protocol ...) goes into the title, so that the table fits
+    # 80 columns; every row still names its dataset (runs of several datasets can share a folder)
+    shared = [c for c in ("head", "modalities", "protocol") if df[c].nunique() == 1]
+    common = ", ".join(str(df[c].iloc[0]) for c in shared if not (c == "protocol" and df[c].iloc[0] == "official split"))
+    cols = [c for c in ("dataset", "head", "variant", "modalities", "protocol") if c not in shared]
+    cols += ["runs", "test_wf1", "test_acc", "test_macro_f1"]
     if (df["weights"] != "").any():  # heads that load pre-trained weights: which, and their hash
         cols.append("weights")
     names = {"modalities": "mods", "test_wf1": "test W-F1", "test_acc": "test acc", "test_macro_f1": "test mF1"}
-    df = df.assign(modalities=[short_modalities(str(v).split(","), ",") for v in df["modalities"]])
     rows = [[str(v).replace(" ± ", "±") for v in row] for row in df[cols].itertuples(index=False)]
-    Console().print(_compact_table(f"{directory}: test at the best dev epoch", [names.get(c, c) for c in cols], rows))
+    where = f"{directory} ({common})" if common else str(directory)
+    Console().print(_compact_table(f"{where}: test at the best dev epoch", [names.get(c, c) for c in cols], rows))
     diff = df[df["delta_wf1"] != ""]
     if len(diff):
         from erc.train.intervals import INTERVALS_NOTE, ZERO_NOTE
 
-        dcols = ["dataset", "head", "variant", "runs", "delta_wf1", "delta_ci", "delta_ci_seeds", "delta_ci_test"]
+        dcols = [c for c in ("dataset", "head") if c not in shared]
+        dcols += ["variant", "delta_wf1", "delta_ci", "delta_ci_seeds", "delta_ci_test"]
+        dnames = {"delta_wf1": "Δ", "delta_ci": "95% CI", "delta_ci_seeds": "CI seeds", "delta_ci_test": "CI dialogues"}
         drows = [[str(v) for v in row] for row in diff[dcols].itertuples(index=False)]
         Console().print(_compact_table("difference to full (test W-F1 points, 95 % intervals)",
-                                       ["dataset", "head", "variant", "runs", "Δ", "95% CI", "CI seeds", "CI dialogues"],
-                                       drows))
+                                       [dnames.get(c, c) for c in dcols], drows))
         Console().print(f"{INTERVALS_NOTE}. {ZERO_NOTE}", markup=False, highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     for run_dir, why in excluded:

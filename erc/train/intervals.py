@@ -291,5 +291,5 @@ def format_ci(ci: tuple[float, float], scale: float = 100.0) -> str:
 
 ZERO_NOTE = "* the interval contains 0: not distinguishable from `full` at 95 %"
 INTERVALS_NOTE = ("95% CI: seeds and test dialogues resampled together (bootstrap); CI dialogues: test dialogues "
-                  "resampled, these trained runs fixed; CI seeds: t-interval over seeds (over seeds x folds with "
-                  "k-fold or session folds: Nadeau-Bengio corrected t)")
+                  "resampled, these trained runs fixed; CI seeds: t-interval over seeds (with "
+                  "k-fold or session folds: over per-fold means, Nadeau-Bengio corrected t)")
