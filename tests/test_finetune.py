@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -331,3 +332,16 @@ def test_fold_group_names_round_trip() -> None:
     for base, k in (("roberta-large-ft", 0), ("a@fold1", 12)):
         assert parse_fold_group(fold_group_name(base, k)) == (base, k)
     assert parse_fold_group("minilm") == ("minilm", None)
+
+
+def test_a_checkpoint_missing_encoder_weights_is_refused_not_fine_tuned_from_random(tiny_bert: Path, demo_root: Path,
+                                                                                    tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "renamed"
+    shutil.copytree(tiny_bert, broken)
+    state = load_file(broken / "model.safetensors")
+    save_file({k.replace("encoder.layer.0.", "encoder.block.0."): v for k, v in state.items()}, broken / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(UserError, match="missing from the checkpoint"):
+        finetune(load_demo(demo_root, SMALL), "text", str(broken), tmp_path / "out", FinetuneConfig(epochs=1, **FAST))

@@ -116,24 +116,34 @@ def _has_audio(u: Any) -> bool:
     return bool(u.audio) and Path(u.audio).is_file()
 
 
+NEW_HEAD = ("classifier.", "score.", "projector.", "pooler.")  # + any "<backbone>.pooler." key
+
+
 def _load_model(modality: str, enc: HFWeights, labels: list[str]) -> tuple[Any, Any]:
     """(model with a fresh ``len(labels)``-way head, tokenizer or feature extractor)."""
     from transformers import (AutoFeatureExtractor, AutoModelForAudioClassification,
                               AutoModelForSequenceClassification, AutoTokenizer)
+    from transformers.utils import logging as transformers_logging
 
     w, kw = enc.resolve(), enc.pretrained_kwargs()
     head = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
             "label2id": {n: i for i, n in enumerate(labels)}, "ignore_mismatched_sizes": True}
+    auto = AutoModelForSequenceClassification if modality == "text" else AutoModelForAudioClassification
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # the new head's "newly initialized" notice: checked below instead
     try:
-        if modality == "text":
-            proc = AutoTokenizer.from_pretrained(w.path, **kw)
-            model = AutoModelForSequenceClassification.from_pretrained(w.path, **head, **kw)
-        else:
-            proc = AutoFeatureExtractor.from_pretrained(w.path, **kw)
-            model = AutoModelForAudioClassification.from_pretrained(w.path, **head, **kw)
+        proc = (AutoTokenizer if modality == "text" else AutoFeatureExtractor).from_pretrained(w.path, **kw)
+        model, info = auto.from_pretrained(w.path, **head, **kw, output_loading_info=True)
     except (OSError, ValueError) as e:
         raise UserError(f"{w.model}: cannot be loaded for {modality} classification "
                         f"({' '.join(str(e).split())[:200]})") from None
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    # only the classification head (and a pooler / projector the checkpoint lacks) may start random
+    missing = [k for k in info.get("missing_keys", []) if not (k.startswith(NEW_HEAD) or ".pooler." in k)]
+    if missing:
+        raise UserError(f"{w.model}: {len(missing)} weight(s) of the encoder are missing from the checkpoint "
+                        f"(first: {missing[0]}); they would start random")
     return model, proc
 
 
