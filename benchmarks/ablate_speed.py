@@ -5,7 +5,9 @@ invocation (project issue 22).
     .venv/bin/python benchmarks/ablate_speed.py [--jobs 2] [--seeds 5] [--epochs 3] [--variants full,no-mamba,no-mec]
 
 The data: an IEMOCAP-sized synthetic cache (7,433 utterances in 151 dialogues, 6 classes; pooled
-text 1024 / audio 1024 / video 1000; ``tests/synth_cache.py``), written to a temporary folder. Both
+text 1024 / audio 1024 / video 1000; ``tests/synth_cache.py`` with ``context_only``: each dialogue's
+label is cued in its first utterance only, so a score needs the dialogue context), written to a
+temporary folder. Both
 ways train ``matav`` with every listed variant and ``--seeds`` seeds for exactly ``--epochs`` epochs
 (``--patience 0``) through the CLI's own code (``erc.cli.main``), each into its own folder. The
 old way uses torch's default threads in one process; the new way ``--jobs`` processes with the
@@ -34,6 +36,8 @@ sys.path.insert(0, str(ROOT))
 from scipy import stats  # noqa: E402
 
 from erc.cli import main as erc_main  # noqa: E402
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from train_speed import iemocap_lengths  # noqa: E402
 from tests.synth_cache import write_synthetic_cache  # noqa: E402
 
 N_DLG = 151
@@ -71,9 +75,11 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        lengths = [int(x) for x in __import__("numpy").random.default_rng(0).integers(8, 111, size=N_DLG)]
+        lengths = iemocap_lengths()  # 151 dialogues, 8..110 utterances, 7,433 in all (train_speed.py's)
+        # context_only: a label cue only in each dialogue's first utterance, so that scores are not
+        # trivially perfect and the variants differ (no-mamba sees no context)
         cache = write_synthetic_cache(tmp_path / "iemocap-sized.h5", n_dialogues=N_DLG, lengths=lengths, dims=DIMS,
-                                      n_classes=6, splits=(108 / 151, 12 / 151, 31 / 151), seed=0)
+                                      n_classes=6, splits=(108 / 151, 12 / 151, 31 / 151), seed=0, context_only=True)
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
         old = _ablate(cache, tmp_path / "old", args, [])
         print(f"old way (one process, torch's {__import__('torch').get_num_threads()} threads): {old:.1f} s", flush=True)
