@@ -18,7 +18,9 @@
    random initial g_m. Measured on the demo corpus, dev only (3 seeds each, 52 dev utterances):
    dev W-F1 85.14 ± 2.70 at 0.9 and 0.99, 84.69 ± 1.80 at 0.995 (`erc train-head --model matav
    --dataset demo --seeds 3 --set momentum=...`): no difference that 52 dev utterances can show,
-   so 0.995 (MoCo's) stays; whether a faster EMA helps on IEMOCAP is unmeasured.
+   so 0.995 (MoCo's) stays. Whether a faster EMA helps on IEMOCAP is unmeasured: erc's IEMOCAP
+   data here are transcripts only, and with one modality there is no MEC (it needs two), so the
+   momentum cannot act there; the demo is the only three-modality corpus on this machine.
 3. MEC loss. Paper, Eq. 5: L_MEC = -log(exp(s(T,A')) / sum_{j=1..M} exp(s(T,A'_j))) - log(... A,V'
    ...) - log(... T,V' ...), a **sum** of three terms. erc: :func:`erc.heads.losses.mec_loss`, the
    same sum (each term averaged over the batch's utterances that have both modalities; a term
