@@ -16,6 +16,7 @@ from rich.progress import Progress
 
 from erc.heads.registry import HeadSpec
 from erc.train.config import TrainConfig
+from erc.train.dialogues import DialogueData
 from erc.train.folds import Grouping
 from erc.train.intervals import Comparison, compare
 from erc.train.report import ablation_table
@@ -49,9 +50,13 @@ def run_ablation(choice: DataChoice, model: str, specs: Mapping[str, HeadSpec], 
     data under ``root`` (on the cache's splits, or on ``folds`` / ``grouping`` as
     :func:`~erc.train.sweep.run_sweep`; ``jobs`` > 1: every variant's runs together on worker
     processes), compare each with the reference (runs paired by seed and fold) and write the table."""
-    plans = [plan_sweep(choice.cache, spec, choice.modalities, cfg, choice.run_dir(model, spec, root), seeds, folds,
-                        grouping)
-             for spec in specs.values()]
+    plans = []
+    shared: dict[tuple[str, ...], DialogueData] = {}  # one copy of the data per set of frames the variants read
+    for spec in specs.values():
+        frames = tuple(spec.frames_for(list(choice.modalities)))
+        plans.append(plan_sweep(choice.cache, spec, choice.modalities, cfg, choice.run_dir(model, spec, root), seeds,
+                                folds, grouping, data=shared.get(frames)))
+        shared.setdefault(frames, plans[-1].data)
     results = dict(zip(specs, run_plans(choice.cache, choice.modalities, plans, jobs, progress)))
     ref = "full" if "full" in results else next(iter(results))
     runs = {v: {str(r.run_dir.relative_to(res.out_dir)): r.run_dir for r in res.runs} for v, res in results.items()}

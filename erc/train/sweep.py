@@ -135,14 +135,19 @@ class SweepPlan:
 
 def plan_sweep(cache: str | Path, spec: HeadSpec, modalities: Mapping[str, str | None] | Sequence[str],
                train_cfg: TrainConfig, out_dir: str | Path, seeds: int, folds: int | None = None,
-               grouping: Grouping = "dialogue") -> SweepPlan:
+               grouping: Grouping = "dialogue", data: DialogueData | None = None) -> SweepPlan:
     """Read the data of a sweep once and list its runs (see :func:`run_sweep`); a head the user's
-    ``--set`` makes unbuildable or too large is refused here, before any run folder exists."""
+    ``--set`` makes unbuildable or too large is refused here, before any run folder exists.
+    ``data``: another plan's data for the same cache, modalities, frames, options and folds (an
+    ablation's variants share one copy instead of reading the cache again)."""
     if seeds < 1:
         raise UserError("--seeds must be at least 1")
     out = Path(out_dir)
     check_grouping(grouping)
-    if folds is None and grouping == "session":
+    if data is not None:
+        if folds is None and grouping == "session":
+            folds = len(set(session_of(data.dialogue_names).tolist()))
+    elif folds is None and grouping == "session":
         data = load_data(cache, spec, modalities, train_cfg)
         folds = len(set(session_of(data.dialogue_names).tolist()))
         data = data.for_fold(FoldSpec(folds, 0, grouping))
