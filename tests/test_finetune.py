@@ -111,16 +111,16 @@ def test_guard_passes_the_official_split_and_refuses_folds(cache: Path) -> None:
     data = DialogueData(cache, {"text": "ft"})
     leaks.check_data(data)  # official test split: never seen
     with pytest.raises(UserError) as e:
-        leaks.check_folds(data, 3, "dialogue")
+        leaks.check_fold_groups(data, 3, "dialogue")
     msg = str(e.value)
-    fold0 = leaks.fold_test_ids(data, 3, "dialogue")[0]
+    fold0 = leaks.scored_test_ids(data.for_fold(FoldSpec(3, 0, "dialogue")))
     seen = json.loads(data.groups["text"].attrs["finetune"])["labels_seen"]
     leaked = [u for u in fold0 if u in set(seen["train"] + seen["dev"])]
     assert "\n" not in msg and msg.startswith(f"fold 0 of 3 (dialogue): {len(leaked)} of the {len(fold0)} test")
     assert ", ".join(leaked[:3]) in msg
     with FeatureCache(cache) as fc:
         frozen = next(e for e in fc.encoders("text") if e != "ft")
-    leaks.check_folds(DialogueData(cache, {"text": frozen}), 3, "dialogue")  # a frozen encoder passes
+    leaks.check_fold_groups(DialogueData(cache, {"text": frozen}), 3, "dialogue")  # a frozen encoder passes
 
 
 def test_train_head_runs_on_the_official_split_and_refuses_folds_with_one_line(cache: Path, tmp_path: Path) -> None:
@@ -254,7 +254,7 @@ def test_session_folds_refuse_official_features_and_run_on_per_session_ones(tiny
     data = DialogueData(cache_path, {"text": "off"})
     leaks.check_data(data)  # carved dev + official test: clean
     with pytest.raises(UserError, match="session"):
-        leaks.check_folds(data, 3, "session")
+        leaks.check_fold_groups(data, 3, "session")
     with FeatureCache(cache_path) as fc:
         available = {"text": fc.encoders("text")}
     for k in range(3):
@@ -305,13 +305,16 @@ def test_cli_finetune_on_the_demo_and_its_one_line_errors(tiny_bert: Path, demo_
 def test_guard_on_a_prediction_frame() -> None:
     import pandas as pd
 
-    groups = {"text": {"encoder": "ft", "attrs": {"finetune": {"labels_seen": {"train": ["a"], "dev": []}}}}}
+    def check(attrs: dict, frame: pd.DataFrame) -> None:  # what check_cache_prediction runs on a cache's groups
+        leaks.check_no_label_leak(attrs, leaks.predicted_test_ids(frame, ["joy"]), "erc predict (the test split)")
+
+    tuned = {"text/ft": {"finetune": {"labels_seen": {"train": ["a"], "dev": []}}}}
     df = pd.DataFrame({"utterance_id": ["a", "b", "c"], "label": ["joy", "joy", ""], "split": ["test", "test", "test"]})
     with pytest.raises(UserError, match=r"erc predict \(the test split\): 1 of the 2 test utterances .*text/ft \(a\)"):
-        leaks.check_prediction(groups, df, ["joy"])
-    leaks.check_prediction(groups, df.assign(split=["train", "test", "test"]), ["joy"])  # scoring train rows is no test claim
-    leaks.check_prediction({"text": {"encoder": "minilm", "attrs": {}}}, df, ["joy"])  # frozen
-    leaks.check_prediction(groups, df.drop(columns=["label", "split"]), ["joy"])  # unlabelled: nothing scored
+        check(tuned, df)
+    check(tuned, df.assign(split=["train", "test", "test"]))  # scoring train rows is no test claim
+    check({"text/minilm": {}}, df)  # frozen
+    check(tuned, df.drop(columns=["label", "split"]))  # unlabelled: nothing scored
 
 
 def test_guard_on_predicting_a_cache(cache: Path) -> None:

@@ -8,6 +8,7 @@ another configuration is refused unless ``overwrite``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ from erc.finetune.record import labels_seen, weights_sha256, write_record
 from erc.finetune.splits import SplitPlan, plan_splits
 from erc.finetune.trainer import METRIC, WeightedTrainer, class_weights, compute_metrics, dev_curve, training_args
 from erc.features.atomic import write_atomic
+from erc.train.runs import lock_run_dir
 
 CHECKPOINTS = "checkpoints"
 RUN_JSON = "erc_run.json"
@@ -253,13 +255,17 @@ def finetune(corpus: Corpus, modality: str, model: str, out: str | Path, cfg: Fi
     out = Path(out)
     plans = plan_splits(corpus, folds, cfg.dev_fraction, cfg.fold_seed)
     result = FinetuneResult(out, [])
-    for plan in plans:
-        where = out if plan.fold is None else out / plan.name
-        record, skipped = finetune_split(corpus, modality, model, plan, where, cfg, command, overwrite, callbacks,
-                                         download)
-        result.records.append(record)
-        if skipped:
-            result.skipped.append(plan.name)
+    # one process writes a folder at a time (a second erc finetune into it stops naming the first's
+    # pid); under torchrun the ranks share it, coordinated by the Trainer
+    held = lock_run_dir(out) if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 else contextlib.nullcontext()
+    with held:
+        for plan in plans:
+            where = out if plan.fold is None else out / plan.name
+            record, skipped = finetune_split(corpus, modality, model, plan, where, cfg, command, overwrite, callbacks,
+                                             download)
+            result.records.append(record)
+            if skipped:
+                result.skipped.append(plan.name)
     if folds is not None and all(result.records):
         first = result.records[0]
         write_record(out, {"kind": "folds", "modality": modality, "base_model": first["base_model"],

@@ -80,24 +80,12 @@ def scored_test_ids(data: DialogueData) -> list[str]:
     return [data.utterance_ids[r] for r in rows if int(data.y[r]) >= 0]
 
 
-def fold_test_ids(data: DialogueData, n_folds: int, grouping: str, fold_seed: int = 0) -> dict[int, list[str]]:
-    """Fold k -> the labelled test ids of fold k of ``n_folds`` (the splits ``cross_validate`` uses)."""
-    return {k: scored_test_ids(data.for_fold(FoldSpec(n_folds, k, grouping, fold_seed)))  # type: ignore[arg-type]
-            for k in range(n_folds)}
-
-
 def check_data(data: DialogueData, where: str | None = None) -> None:
     """The guard on ``data`` as it stands (its current splits: official, or the fold it is a view of)."""
     if where is None:
         f = data.folds
         where = f"fold {f.fold} of {f.n_folds} ({f.grouping})" if f is not None else "the official test split"
     check_no_label_leak(group_attrs_of(data), scored_test_ids(data), where)
-
-
-def check_folds(data: DialogueData, n_folds: int, grouping: str, fold_seed: int = 0) -> None:
-    """The guard on every fold of a CV over ``data``'s groups (for groups that are not per fold)."""
-    for k in range(n_folds):
-        check_data(data.for_fold(FoldSpec(n_folds, k, grouping, fold_seed)))  # type: ignore[arg-type]
 
 
 def fold_encoders(available: Mapping[str, Sequence[str]], encoders: Mapping[str, str], fold: int) -> dict[str, str]:
@@ -120,12 +108,6 @@ def fold_encoders(available: Mapping[str, Sequence[str]], encoders: Mapping[str,
     return out
 
 
-def ensemble_group_attrs(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """"modality/group" -> attributes, from a run's recorded groups (``Ensemble.groups``: modality ->
-    ``{"encoder": name, "attrs": {...}}``, as :meth:`DialogueData.provenance` writes them)."""
-    return {f"{m}/{g.get('encoder')}": dict(g.get("attrs") or {}) for m, g in groups.items()}
-
-
 def predicted_test_ids(df: Any, labels: Sequence[str]) -> list[str]:
     """Ids of the rows of a prediction frame (``erc.train.ensemble.ensemble_frame``) that ``erc predict``
     scores as test: split "test" (new conversations' default) and a label the run knows (none when
@@ -134,11 +116,6 @@ def predicted_test_ids(df: Any, labels: Sequence[str]) -> list[str]:
         return []
     keep = df["label"].isin(list(labels)) & (df["split"] == "test")
     return [str(u) for u in df.loc[keep, "utterance_id"]]
-
-
-def check_prediction(groups: Mapping[str, Mapping[str, Any]], df: Any, labels: Sequence[str]) -> None:
-    """The guard before ``erc predict`` prints scores: ``groups`` = ``Ensemble.groups``."""
-    check_no_label_leak(ensemble_group_attrs(groups), predicted_test_ids(df, labels), "erc predict (the test split)")
 
 
 def cache_groups(cache: FeatureSource, modalities: Sequence[str]) -> dict[str, list[str]]:
