@@ -145,11 +145,9 @@ def check_fold_groups(data: DialogueData, n_folds: int, grouping: str, fold_seed
 
 def fold_view(data: DialogueData, spec: FoldSpec, max_frames: int | None = None) -> DialogueData:
     """The data fold ``spec`` trains on: ``data.for_fold(spec)`` when its groups are not per fold,
-    else the cache read again with fold k's own groups (``max_frames`` as ``data`` was loaded with);
-    guarded (:func:`check_data`)."""
+    else the cache read again with fold k's own groups (``max_frames`` as ``data`` was loaded with).
+    Not guarded here: :func:`erc.train.loop.train_run` checks every run's data (:func:`check_data`)."""
     with FeatureCache(data.cache_path) as fc:
         groups = fold_encoders(cache_groups(fc, list(data.encoders)), data.encoders, spec.fold)
-        view = data.for_fold(spec) if groups == data.encoders else \
+        return data.for_fold(spec) if groups == data.encoders else \
             DialogueData(fc, groups, list(data.frames), max_frames, spec, data.dev_fraction)
-    check_data(view)
-    return view

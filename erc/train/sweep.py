@@ -47,6 +47,20 @@ def summarise_runs(out_dir: Path, runs: list[RunResult], extra: dict[str, Any]) 
     return SweepResult(out_dir, runs, summary)
 
 
+def _seeds_record(seeds: Sequence[int], variant: str) -> dict[str, Any]:
+    """What ``summary.json`` says of a sweep over seeds."""
+    return {"kind": "seeds", "seeds": list(seeds), "variant": variant}
+
+
+def _folds_record(folds: int, grouping: Grouping, fold_seed: int, seed: int, variant: str) -> dict[str, Any]:
+    """What ``summary.json`` says of one seed's k-fold CV (with the leak warning for pooled folds)."""
+    extra = {"kind": "folds", "folds": folds, "grouping": grouping, "fold_seed": fold_seed, "seed": seed,
+             "variant": variant}
+    if grouping == "utterance":
+        extra["warning"] = LEAK_WARNING
+    return extra
+
+
 def _bar(progress: Progress | None, cfg: TrainConfig) -> tuple[Progress, contextlib.AbstractContextManager]:
     """The progress display to use, and the context that shows it (a fresh one when none is given)."""
     if progress is not None:
@@ -64,7 +78,7 @@ def train_seeds(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | Non
     prog, shown = _bar(progress, base)
     with shown:
         runs = [train_run(data, spec, dataclasses.replace(base, seed=int(s)), out / f"seed{s}", prog) for s in seeds]
-    return summarise_runs(out, runs, {"kind": "seeds", "seeds": list(seeds), "variant": spec.variant})
+    return summarise_runs(out, runs, _seeds_record(seeds, spec.variant))
 
 
 def cross_validate(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | None = None,
@@ -83,11 +97,7 @@ def cross_validate(data: DialogueData, spec: HeadSpec, train_cfg: TrainConfig | 
         runs = [train_run(fold_view(data, FoldSpec(folds, k, grouping, fold_seed), base.max_frames), spec, base,
                           out / f"fold{k}", prog)
                 for k in range(folds)]
-    extra = {"kind": "folds", "folds": folds, "grouping": grouping, "fold_seed": fold_seed, "seed": base.seed,
-             "variant": spec.variant}
-    if grouping == "utterance":
-        extra["warning"] = LEAK_WARNING
-    return summarise_runs(out, runs, extra)
+    return summarise_runs(out, runs, _folds_record(folds, grouping, fold_seed, base.seed, spec.variant))
 
 
 def _try_build(spec: HeadSpec, data: DialogueData) -> None:
@@ -121,14 +131,10 @@ class SweepPlan:
         """``summary.json`` of the sweep (and of each seed's folds), as :func:`train_seeds` and
         :func:`cross_validate` write them."""
         if self.folds is None:
-            return summarise_runs(self.out, runs, {"kind": "seeds", "seeds": list(range(self.seeds)),
-                                                   "variant": self.spec.variant})
+            return summarise_runs(self.out, runs, _seeds_record(range(self.seeds), self.spec.variant))
         for s in range(self.seeds):
-            extra = {"kind": "folds", "folds": self.folds, "grouping": self.grouping, "fold_seed": 0, "seed": s,
-                     "variant": self.spec.variant}
-            if self.grouping == "utterance":
-                extra["warning"] = LEAK_WARNING
-            summarise_runs(self.out / f"seed{s}", runs[s * self.folds:(s + 1) * self.folds], extra)
+            summarise_runs(self.out / f"seed{s}", runs[s * self.folds:(s + 1) * self.folds],
+                           _folds_record(self.folds, self.grouping, 0, s, self.spec.variant))
         return summarise_runs(self.out, runs, {"kind": "seeds x folds", "seeds": self.seeds, "folds": self.folds,
                                                "grouping": self.grouping})
 
@@ -172,14 +178,13 @@ def run_plans(cache: str | Path, modalities: Mapping[str, str | None] | Sequence
     """Train every run of ``plans`` (``jobs`` > 1: together on worker processes, :mod:`erc.train.parallel`)
     while holding each sweep folder's lock, then summarise each plan."""
     mods = dict(modalities) if isinstance(modalities, Mapping) else dict.fromkeys(modalities)
-    owner = [p for p in plans for _ in p.tasks]
     tasks = [t for p in plans for t in p.tasks]
+    plan_of = {id(t): p for p in plans for t in p.tasks}
     prog, shown = _bar(progress, plans[0].cfg)
     with contextlib.ExitStack() as held, shown:
         for p in plans:  # a second sweep into one of these folders stops at once, naming this process
             held.enter_context(lock_run_dir(p.out))
-        lookup = {id(t): p for t, p in zip(tasks, owner)}
-        results = run_tasks(Path(cache), mods, tasks, jobs, prog, in_process=lambda t: lookup[id(t)].run_here(t, prog))
+        results = run_tasks(Path(cache), mods, tasks, jobs, prog, in_process=lambda t: plan_of[id(t)].run_here(t, prog))
     out, start = [], 0
     for p in plans:
         out.append(p.summarise(results[start:start + len(p.tasks)]))
