@@ -101,14 +101,13 @@ def _run(cache: Path, modalities: Mapping[str, str | None], task: RunTask) -> Ru
 
 # ---- in the parent --------------------------------------------------------------------------
 def run_tasks(cache: Path, modalities: Mapping[str, str | None], tasks: Sequence[RunTask], jobs: int,
-              progress: Progress | None = None, in_process: Callable[[RunTask], RunResult] | None = None) -> list[RunResult]:
-    """Train ``tasks`` (results in the same order): in this process through ``in_process`` when
-    ``jobs`` is 1 (the progress bar shows each run's epochs), else on ``jobs`` spawned workers (the
-    bar counts finished runs). The first error of a worker is raised here once the runs in progress
-    have ended (finished runs are kept: a re-run resumes)."""
+              progress: Progress | None, in_process: Callable[[RunTask], RunResult]) -> list[RunResult]:
+    """Train ``tasks`` (results in the same order): in this process through ``in_process`` (on the
+    data already read) when ``jobs`` is 1 (the progress bar shows each run's epochs), else on
+    ``jobs`` spawned workers (the bar counts finished runs). The first error of a worker is raised
+    here once the runs in progress have ended (finished runs are kept: a re-run resumes)."""
     if jobs <= 1 or len(tasks) <= 1:
-        run = in_process or (lambda t: _run(cache, modalities, t))
-        return [run(t) for t in tasks]
+        return [in_process(t) for t in tasks]
     bar = progress.add_task(f"{len(tasks)} runs on {min(jobs, len(tasks))} processes", total=len(tasks), info="") \
         if progress is not None else None
     results: list[RunResult | None] = [None] * len(tasks)
