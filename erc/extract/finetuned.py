@@ -7,7 +7,7 @@ whose labels it saw). ``erc extract --text DIR`` reads it like any local model; 
   (:mod:`erc.train.leaks`) reads, and the fine-tuned weights' hash in the group's config hash, so
   re-fine-tuning into the same folder re-extracts;
 - the text window the encoder was fine-tuned on (context, speaker names, length) and the pooling
-  its classifier read (the first token) as the extraction's defaults (``--set text.*`` still wins);
+  its classifier read (the first token, or the target turn's token mean) as the extraction's defaults (``--set text.*`` still wins);
 - per-fold folders (``erc finetune --folds``): ``DIR/finetune.json`` of kind ``folds`` lists
   ``DIR/fold<k>``, and extraction writes one group per fold, named ``<name>@fold<k>``.
 """
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
 FINETUNE_JSON = "finetune.json"
 # the fields of HFTextConfig that fine-tuning fixed (the record's "input"): the text window, and
-# the pooling the classification head was trained on (the first token)
-INPUT_FIELDS = ("context", "context_future", "speaker_names", "max_length", "pooling")
+# the pooling the classification head was trained on (the first token, or the target turn's mean)
+INPUT_FIELDS = ("context", "context_future", "speaker_names", "max_length", "pooling", "pool_over")
 
 
 UNFINISHED = Path("checkpoints") / "erc_run.json"  # what erc finetune leaves until its record is written

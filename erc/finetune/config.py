@@ -12,6 +12,9 @@ from erc.errors import UserError
 
 # fields that change how a run goes, not what it learns: left out of the config hash
 NOT_HASHED = ("device", "quiet", "keep_checkpoints", "logging_steps", "eval_batch_size")
+# fields added later, left out of the hash at their default so that folders fine-tuned before they
+# existed keep their identity (and are not refused as "another configuration")
+LATER = {"pooling": "cls"}
 DEVICES = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -24,7 +27,9 @@ class FinetuneConfig(Checked):
     supported (else fp16). Text: ``context`` past (``context_future`` next) turns as
     "Speaker: text", cut from the oldest at ``max_length`` tokens (EmoBERTa's input; the same
     window ``erc extract`` then uses). Audio: ``max_seconds`` per utterance, the CNN front end
-    frozen (``freeze_feature_encoder``). ``dev_fraction`` / ``fold_seed``: as ``erc train-head``,
+    frozen (``freeze_feature_encoder``). ``pooling`` (text): what the classifier reads, the first
+    token (``cls``, transformers' sequence classifier) or the mean of the target turn's tokens
+    (``target``, :mod:`erc.finetune.pooled`; extraction then pools the same way). ``dev_fraction`` / ``fold_seed``: as ``erc train-head``,
     so each fold's train / dev / test parts are the ones it scores."""
 
     epochs: Positive = 3
@@ -42,6 +47,7 @@ class FinetuneConfig(Checked):
     context_future: NonNegative = 0
     speaker_names: bool = True
     max_length: Positive = 256
+    pooling: Literal["cls", "target"] = "cls"
     max_seconds: PositiveFloat = 15.0
     freeze_feature_encoder: bool = True
     dev_fraction: Fraction = 0.1
@@ -55,12 +61,14 @@ class FinetuneConfig(Checked):
         check_config(self, lambda key: f"--{key.replace('_', '-')}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise UserError(f"--precision must be auto, fp32, bf16 or fp16; got {self.precision!r}")
+        if self.pooling not in ("cls", "target"):
+            raise UserError(f"pooling must be cls or target; got {self.pooling!r}")
         if not DEVICES.fullmatch(str(self.device)):
             raise UserError(f"--device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
 
     def hashed(self) -> dict[str, Any]:
         """The fields that decide what is learned."""
-        return {k: v for k, v in asdict(self).items() if k not in NOT_HASHED}
+        return {k: v for k, v in asdict(self).items() if k not in NOT_HASHED and not (k in LATER and v == LATER[k])}
 
     def hash(self) -> str:
         return config_hash(self.hashed())

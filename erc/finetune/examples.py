@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from erc.corpus import Corpus, Utterance
 from erc.errors import MediaError, UserError
 from erc.extract.encoders.base import Encoder
+from erc.finetune.pooled import target_masks
 
 
 def positions(corpus: Corpus) -> list[tuple[list[Utterance], int]]:
@@ -26,14 +27,23 @@ def positions(corpus: Corpus) -> list[tuple[list[Utterance], int]]:
 
 class TextExamples(Dataset):
     """Tokenized windows of ``rows``: item ``i`` is ``{input_ids [T_i], attention_mask [T_i],
-    (token_type_ids [T_i]), labels []}``, T_i <= ``max_length``. ``window`` is the extractor's
-    text encoder (its ``prepare`` builds the "Speaker: text" window of ``text.context``)."""
+    (token_type_ids [T_i]), labels []}``, T_i <= ``max_length``, and with ``target`` also
+    ``target_mask [T_i]`` (1 on the target turn's tokens: :func:`erc.finetune.pooled.target_masks`).
+    ``window`` is the extractor's text encoder (its ``prepare`` builds the "Speaker: text" window
+    of ``text.context``)."""
 
     def __init__(self, corpus: Corpus, rows: Sequence[int], labels: np.ndarray, window: Encoder, tokenizer: Any,
-                 max_length: int) -> None:
+                 max_length: int, target: bool = False) -> None:
+        if target and not getattr(tokenizer, "is_fast", False):
+            raise UserError("pooling=target needs a fast tokenizer (character offsets); use pooling=cls")
         where = positions(corpus)
-        texts = [window.prepare(*where[r]).text for r in rows]
-        self.encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        items = [window.prepare(*where[r]) for r in rows]
+        self.encoded = tokenizer([it.text for it in items], truncation=True, max_length=max_length,
+                                 return_offsets_mapping=target, return_special_tokens_mask=target)
+        if target:
+            self.encoded["target_mask"] = target_masks(self.encoded.pop("offset_mapping"),
+                                                       self.encoded.pop("special_tokens_mask"),
+                                                       [it.span for it in items])
         self.labels = [int(labels[r]) for r in rows]
 
     def __len__(self) -> int:

@@ -29,6 +29,7 @@ from erc.extract.encoders.hf import HFWeights, resolve_weights
 from erc.extract.finetuned import FINETUNE_JSON, read_record
 from erc.finetune.config import FinetuneConfig
 from erc.finetune.examples import AudioCollator, AudioExamples, TextExamples
+from erc.finetune.pooled import TargetCollator, TargetMeanClassifier
 from erc.finetune.record import labels_seen, weights_sha256, write_record
 from erc.finetune.splits import SplitPlan, plan_splits
 from erc.finetune.trainer import METRIC, WeightedTrainer, class_weights, compute_metrics, dev_curve, training_args
@@ -121,21 +122,24 @@ def _has_audio(u: Any) -> bool:
 NEW_HEAD = ("classifier.", "score.", "projector.", "pooler.")  # + any "<backbone>.pooler." key
 
 
-def _load_model(modality: str, enc: HFWeights, labels: list[str]) -> tuple[Any, Any]:
-    """(model with a fresh ``len(labels)``-way head, tokenizer or feature extractor)."""
-    from transformers import (AutoFeatureExtractor, AutoModelForAudioClassification,
+def _load_model(modality: str, enc: HFWeights, labels: list[str], pooling: str = "cls") -> tuple[Any, Any]:
+    """(model with a fresh ``len(labels)``-way head, tokenizer or feature extractor). Text with
+    ``pooling="target"``: a :class:`~erc.finetune.pooled.TargetMeanClassifier` around the
+    ``AutoModel`` backbone."""
+    from transformers import (AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification,
                               AutoModelForSequenceClassification, AutoTokenizer)
     from transformers.utils import logging as transformers_logging
 
     w, kw = enc.resolve(), enc.pretrained_kwargs()
     head = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
             "label2id": {n: i for i, n in enumerate(labels)}, "ignore_mismatched_sizes": True}
-    auto = AutoModelForSequenceClassification if modality == "text" else AutoModelForAudioClassification
+    target = modality == "text" and pooling == "target"
+    auto = AutoModel if target else AutoModelForSequenceClassification if modality == "text" else AutoModelForAudioClassification
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # the new head's "newly initialized" notice: checked below instead
     try:
         proc = (AutoTokenizer if modality == "text" else AutoFeatureExtractor).from_pretrained(w.path, **kw)
-        model, info = auto.from_pretrained(w.path, **head, **kw, output_loading_info=True)
+        model, info = auto.from_pretrained(w.path, **({} if target else head), **kw, output_loading_info=True)
     except (OSError, ValueError) as e:
         raise UserError(f"{w.model}: cannot be loaded for {modality} classification "
                         f"({' '.join(str(e).split())[:200]})") from None
@@ -146,6 +150,10 @@ def _load_model(modality: str, enc: HFWeights, labels: list[str]) -> tuple[Any, 
     if missing:
         raise UserError(f"{w.model}: {len(missing)} weight(s) of the encoder are missing from the checkpoint "
                         f"(first: {missing[0]}); they would start random")
+    if target:
+        model.config.update({"id2label": head["id2label"], "label2id": head["label2id"]})
+        dropout = float(getattr(model.config, "hidden_dropout_prob", 0.1) or 0.0)
+        return TargetMeanClassifier(model, len(labels), dropout), proc
     return model, proc
 
 
@@ -175,12 +183,14 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
         return done, True
     t0 = time.perf_counter()
     set_seed(cfg.seed)
-    net, proc = _load_model(modality, enc, corpus.labels)
+    target = modality == "text" and cfg.pooling == "target"
+    net, proc = _load_model(modality, enc, corpus.labels, cfg.pooling)
     if modality == "text":
         if cfg.context > 0:
             proc.truncation_side = "left"  # cut the oldest context first, keep the target (as extraction)
-        data = {s: TextExamples(corpus, rows, labels, enc, proc, cfg.max_length) for s, rows in (("train", train), ("dev", dev))}
-        collator: Any = DataCollatorWithPadding(proc)
+        data = {s: TextExamples(corpus, rows, labels, enc, proc, cfg.max_length, target)
+                for s, rows in (("train", train), ("dev", dev))}
+        collator: Any = TargetCollator(proc) if target else DataCollatorWithPadding(proc)
     else:
         rate = int(getattr(proc, "sampling_rate", 16000))
         enc.sr = rate  # type: ignore[attr-defined]  # the extractor reads audio at the model's rate
@@ -201,7 +211,12 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
     with warnings.catch_warnings():  # the Trainer's note on ordering checkpoints by number, not time
         warnings.filterwarnings("ignore", message="mtime may not be reliable")
         trainer.train(resume_from_checkpoint=last)
-    trainer.save_model(str(out))  # the best dev epoch (load_best_model_at_end); every rank calls it
+    if target:  # the backbone alone, loadable with from_pretrained (the classifier is not needed to extract)
+        if trainer.is_world_process_zero():
+            trainer.accelerator.unwrap_model(net).backbone.save_pretrained(str(out), safe_serialization=True)
+            proc.save_pretrained(str(out))
+    else:
+        trainer.save_model(str(out))  # the best dev epoch (load_best_model_at_end); every rank calls it
     if not trainer.is_world_process_zero():
         return {}, False  # under torchrun only rank 0 writes the record
     curve = dev_curve(trainer.state.log_history)
@@ -213,7 +228,7 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
                        "weights_sha256": weights_sha256(_local(w, modality))},
         "weights_sha256": weights_sha256(out), "config": cfg.hashed(), "seed": cfg.seed,
         "input": ({"context": cfg.context, "context_future": cfg.context_future, "speaker_names": cfg.speaker_names,
-                   "max_length": cfg.max_length, "pooling": "cls"}  # the classifier read the first token
+                   "max_length": cfg.max_length, **_pooling(cfg)}  # what the classifier read
                   if modality == "text" else {"max_seconds": cfg.max_seconds}),
         "dataset": {"name": corpus.name, "root": corpus.root, "options": corpus.options,
                     "manifest_hash": corpus.manifest_hash(), "labels": corpus.labels},
@@ -227,6 +242,12 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
     if not cfg.keep_checkpoints:
         shutil.rmtree(ckpts, ignore_errors=True)
     return read_record(out, unfinished_ok=True) or record, False
+
+
+def _pooling(cfg: FinetuneConfig) -> dict[str, str]:
+    """The extractor's pooling settings for what the classifier read: the first token, or the mean
+    of the target turn's tokens."""
+    return {"pooling": "mean", "pool_over": "target"} if cfg.pooling == "target" else {"pooling": "cls"}
 
 
 def _best(curve: list[dict[str, Any]], checkpoint: str | None) -> dict[str, Any]:

@@ -1,0 +1,72 @@
+"""Fine-tuning on the target turn's token mean (``FinetuneConfig.pooling = "target"``).
+
+Transformers' sequence classifiers read the first token. ``erc extract`` pools a context window
+differently (``text.pool_over=target``: the mean of the target turn's context-aware tokens), and
+that is the vector the heads read; this module fine-tunes the encoder through that same vector:
+an ``AutoModel`` backbone, the masked mean of its last hidden states over ``target_mask``,
+dropout, a linear classifier. The backbone alone is saved (``save_pretrained``), so the folder
+loads like any encoder and extraction pools it as it was trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+
+class TargetMeanClassifier(nn.Module):
+    """``logits [B, C]`` = Linear(Dropout(mean of ``backbone(...)`` hidden states ``[B, T, D]``
+    over the tokens where ``target_mask [B, T]`` is 1)). A row with no target token (cannot
+    happen with :func:`target_masks`) would pool to zeros."""
+
+    def __init__(self, backbone: nn.Module, n_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.config = backbone.config  # the Trainer reads model.config (e.g. for its model card)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(int(backbone.config.hidden_size), n_classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, **_: Any) -> SequenceClassifierOutput:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        m = target_mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)  # [B, D]
+        return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled)))
+
+
+def target_masks(offsets: list[list[tuple[int, int]]], special: list[list[int]],
+                 spans: list[tuple[int, int]]) -> list[list[int]]:
+    """Per example, 1 for each non-special token whose characters overlap the target's span
+    ``[a, b)`` (the rule of the extractor's target pooling); all non-special tokens where none
+    does (an empty turn). ``offsets`` / ``special``: the fast tokenizer's offset mapping and
+    special-tokens mask of each (unpadded) example."""
+    out = []
+    for offs, spec, (a, b) in zip(offsets, special, spans):
+        keep = [int(not s and e > st and st < b and e > a) for (st, e), s in zip(offs, spec)]
+        if not any(keep):
+            keep = [int(not s) for s in spec]
+        out.append(keep)
+    return out
+
+
+@dataclass
+class TargetCollator:
+    """Pads a batch with the tokenizer (``input_ids``, ``attention_mask``, ... ``[B, T_max]``)
+    and ``target_mask`` to the same ``T_max`` with zeros, on the tokenizer's padding side."""
+
+    tokenizer: Any
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        masks = [it["target_mask"] for it in items]
+        batch = self.tokenizer.pad([{k: v for k, v in it.items() if k != "target_mask"} for it in items],
+                                   padding=True, return_tensors="pt")
+        width = batch["input_ids"].shape[1]
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        batch["target_mask"] = torch.tensor([([0] * (width - len(m)) + m) if left else (m + [0] * (width - len(m)))
+                                             for m in masks], dtype=torch.long)
+        return dict(batch)
