@@ -17,11 +17,15 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from erc.extract.encoders.text import target_token_mask
+
 
 class TargetMeanClassifier(nn.Module):
     """``logits [B, C]`` = Linear(Dropout(mean of ``backbone(...)`` hidden states ``[B, T, D]``
     over the tokens where ``target_mask [B, T]`` is 1)). A row with no target token (cannot
     happen with :func:`target_masks`) would pool to zeros."""
+
+    _keys_to_ignore_on_save = None  # read by the Trainer after loading a checkpoint into a plain module
 
     def __init__(self, backbone: nn.Module, n_classes: int, dropout: float) -> None:
         super().__init__()
@@ -39,18 +43,22 @@ class TargetMeanClassifier(nn.Module):
         return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled)))
 
 
-def target_masks(offsets: list[list[tuple[int, int]]], special: list[list[int]],
-                 spans: list[tuple[int, int]]) -> list[list[int]]:
-    """Per example, 1 for each non-special token whose characters overlap the target's span
-    ``[a, b)`` (the rule of the extractor's target pooling); all non-special tokens where none
-    does (an empty turn). ``offsets`` / ``special``: the fast tokenizer's offset mapping and
-    special-tokens mask of each (unpadded) example."""
+def target_masks(offsets: list[list[tuple[int, int]]], special: list[list[int]], spans: list[tuple[int, int]],
+                 windowed: bool) -> list[list[int]]:
+    """Per (unpadded) example, 1 on the tokens the extractor's target pooling averages: with a
+    context window, :func:`~erc.extract.encoders.text.target_token_mask` (the target turn's
+    non-special tokens; all tokens where none is left); without one, every token (the extractor
+    then means the whole utterance). ``offsets`` / ``special``: the fast tokenizer's offset
+    mapping and special-tokens mask of each example."""
     out = []
-    for offs, spec, (a, b) in zip(offsets, special, spans):
-        keep = [int(not s and e > st and st < b and e > a) for (st, e), s in zip(offs, spec)]
-        if not any(keep):
-            keep = [int(not s) for s in spec]
-        out.append(keep)
+    for offs, spec, span in zip(offsets, special, spans):
+        attn = torch.ones(1, len(spec), dtype=torch.bool)
+        if not windowed:
+            out.append([1] * len(spec))
+            continue
+        keep = target_token_mask(attn, torch.tensor([spec], dtype=torch.bool),
+                                 torch.tensor([offs], dtype=torch.long).reshape(1, -1, 2), [span])
+        out.append([int(k) for k in keep[0].tolist()])
     return out
 
 

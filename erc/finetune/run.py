@@ -165,6 +165,9 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
     from transformers import DataCollatorWithPadding, PrinterCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
+    if modality != "text" and cfg.pooling != "cls":
+        raise UserError(f"pooling={cfg.pooling} is for text encoders; a {modality} encoder is fine-tuned through "
+                        "its model's own classifier (leave pooling out)")
     enc = window_encoder(modality, model, cfg, download)
     labels = _labels(corpus)
     train, dev = _rows(plan, labels, "train"), _rows(plan, labels, "dev")

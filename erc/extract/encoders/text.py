@@ -25,6 +25,24 @@ from erc.extract.encoders.limits import check_max_length, folder_limit, position
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
+def target_token_mask(attn: torch.Tensor, special: torch.Tensor, offsets: torch.Tensor | None,
+                      spans: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """``[B, T]`` bool: the non-special tokens whose characters overlap the target's span
+    ``spans[b] = (a, c)`` (``offsets [B, T, 2]``, a fast tokenizer's offset mapping; without
+    offsets, every non-special attended token), and all attended tokens (``attn [B, T]``) for a row
+    with none, e.g. an empty turn or a target cut off by truncation. The tokens that target pooling
+    averages, in extraction (``text.pool_over=target``) and in ``erc finetune --set pooling=target``."""
+    keep = attn & ~special
+    if offsets is not None:
+        span = torch.tensor(list(spans), dtype=offsets.dtype).reshape(-1, 2)  # [B, 2]
+        a, b = span[:, :1], span[:, 1:]
+        keep &= (offsets[..., 0] < b) & (offsets[..., 1] > a) & (offsets[..., 1] > offsets[..., 0])
+    empty = ~keep.any(1)
+    if empty.any():
+        keep[empty] = attn[empty]
+    return keep
+
+
 @dataclass
 class TextItem:
     """A prepared utterance: the string to tokenize and the target's character span in it."""
@@ -137,7 +155,8 @@ class HFTextEncoder(HFLayerEncoder):
             mask_dev = to_device(attn, self.device)
             windowed = c.context > 0 or c.context_future > 0
             target_pool = windowed and c.pool_over == "target" and c.pooling == "mean"
-            keep = self._frame_mask(items, attn, special, offsets) if (c.keep_frames or target_pool) else None
+            keep = target_token_mask(attn, special, offsets, [it.span for it in items]).numpy() \
+                if (c.keep_frames or target_pool) else None
             pool_mask = to_device(torch.from_numpy(keep), self.device) if target_pool else mask_dev
             pooled = hidden[:, 0].float() if c.pooling == "cls" else masked_mean(hidden, pool_mask)
             if c.normalize:
@@ -154,20 +173,6 @@ class HFTextEncoder(HFLayerEncoder):
             frames = frames_np[i][keep[i]] if frames_np is not None and keep is not None else None
             results.append(Encoded(pooled_np[i], frames, None if layers is None else layers[i]))
         return results
-
-    def _frame_mask(self, items: list[TextItem], attn: torch.Tensor, special: torch.Tensor,
-                    offsets: torch.Tensor | None) -> np.ndarray:
-        """``[B, T]`` bool: non-special tokens overlapping the target's span (all attended tokens
-        for an item with none, e.g. an empty utterance)."""
-        keep = attn & ~special
-        if offsets is not None:
-            span = torch.tensor([it.span for it in items], dtype=offsets.dtype)  # [B, 2]
-            a, b = span[:, :1], span[:, 1:]
-            keep &= (offsets[..., 0] < b) & (offsets[..., 1] > a) & (offsets[..., 1] > offsets[..., 0])
-        empty = ~keep.any(1)
-        if empty.any():
-            keep[empty] = attn[empty]
-        return keep.numpy()
 
     # ------------------------------------------------------------------ description
     def provenance(self) -> dict[str, Any]:
