@@ -98,7 +98,7 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_hf_text_local_folder(tiny_bert: Path, dialogue: list[Utterance]) -> None:
     enc = build_encoder("text", str(tiny_bert), {"pooling": "cls", "layers": "-1,-2", "all_layers": "true",
                                                  "max_length": "64"})
-    assert isinstance(enc, HFTextEncoder) and enc.name == "tiny-bert0"
+    assert isinstance(enc, HFTextEncoder) and enc.name == tiny_bert.name  # named for its folder
     enc.check()
     enc.load("cpu")
     items = [enc.prepare(dialogue, i) for i in range(3)]
