@@ -54,12 +54,12 @@ def test_target_masks_mark_the_target_turns_tokens_only() -> None:
     text = "A: hello there B: I am fine A: good"
     span = (text.index("I am"), text.index("fine") + len("fine"))
     enc = tok([text], return_offsets_mapping=True, return_special_tokens_mask=True)
-    mask = target_masks(enc["offset_mapping"], enc["special_tokens_mask"], [span], windowed=True)[0]
+    mask = target_masks(enc["offset_mapping"], enc["special_tokens_mask"], [span], pools_target=True)[0]
     words = tok.convert_ids_to_tokens([t for t, m in zip(enc["input_ids"][0], mask) if m])
     assert words == ["i", "am", "fine"]
-    empty = target_masks(enc["offset_mapping"], enc["special_tokens_mask"], [(len(text), len(text))], windowed=True)[0]
+    empty = target_masks(enc["offset_mapping"], enc["special_tokens_mask"], [(len(text), len(text))], pools_target=True)[0]
     assert empty == [1] * len(enc["input_ids"][0])  # no target token: every attended token, as extraction
-    alone = target_masks(enc["offset_mapping"], enc["special_tokens_mask"], [span], windowed=False)[0]
+    alone = target_masks(enc["offset_mapping"], enc["special_tokens_mask"], [span], pools_target=False)[0]
     assert alone == [1] * len(enc["input_ids"][0])  # no window: the extractor means every attended token
 
 
@@ -67,8 +67,6 @@ def test_target_masks_mark_the_target_turns_tokens_only() -> None:
 def test_fine_tuning_averages_the_tokens_extraction_averages(context: int, future: int) -> None:
     """The mask TextExamples builds equals the extractor's pooling mask on the same windows, for an
     empty turn, a target cut off by truncation, and no window."""
-    import torch
-
     from erc.corpus import Utterance
     from erc.extract.encoders import build_encoder
     from erc.extract.encoders.text import target_token_mask
@@ -103,12 +101,7 @@ def test_fine_tuning_averages_the_tokens_extraction_averages(context: int, futur
         n = int(attn[i].sum())
         assert ex[i]["target_mask"] == [int(v) for v in want[i, :n].tolist()], i
     if context:
-        assert sum(ex[1]["target_mask"]) == n_tokens(ex[1])  # the empty turn: every token
-    assert torch.is_tensor(want)
-
-
-def n_tokens(item: dict) -> int:
-    return len(item["input_ids"])
+        assert sum(ex[1]["target_mask"]) == len(ex[1]["input_ids"])  # the empty turn: every token
 
 
 def test_the_collator_pads_the_target_mask_with_the_batch() -> None:

@@ -59,10 +59,6 @@ class FinetuneConfig(Checked):
 
     def __post_init__(self) -> None:
         check_config(self, lambda key: f"--{key.replace('_', '-')}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise UserError(f"--precision must be auto, fp32, bf16 or fp16; got {self.precision!r}")
-        if self.pooling not in ("cls", "target"):
-            raise UserError(f"pooling must be cls or target; got {self.pooling!r}")
         if not DEVICES.fullmatch(str(self.device)):
             raise UserError(f"--device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
 

@@ -41,11 +41,9 @@ class TextExamples(Dataset):
         self.encoded = tokenizer([it.text for it in items], truncation=True, max_length=max_length,
                                  return_offsets_mapping=target, return_special_tokens_mask=target)
         if target:
-            c = window.config
             self.encoded["target_mask"] = target_masks(self.encoded.pop("offset_mapping"),
                                                        self.encoded.pop("special_tokens_mask"),
-                                                       [it.span for it in items],
-                                                       windowed=c.context > 0 or c.context_future > 0)
+                                                       [it.span for it in items], window.pools_target)
         self.labels = [int(labels[r]) for r in rows]
 
     def __len__(self) -> int:

@@ -44,19 +44,18 @@ class TargetMeanClassifier(nn.Module):
 
 
 def target_masks(offsets: list[list[tuple[int, int]]], special: list[list[int]], spans: list[tuple[int, int]],
-                 windowed: bool) -> list[list[int]]:
-    """Per (unpadded) example, 1 on the tokens the extractor's target pooling averages: with a
-    context window, :func:`~erc.extract.encoders.text.target_token_mask` (the target turn's
-    non-special tokens; all tokens where none is left); without one, every token (the extractor
-    then means the whole utterance). ``offsets`` / ``special``: the fast tokenizer's offset
-    mapping and special-tokens mask of each example."""
+                 pools_target: bool) -> list[list[int]]:
+    """Per (unpadded) example, 1 on the tokens the extractor's mean pooling averages: with
+    ``pools_target`` (the window encoder's :attr:`~erc.extract.encoders.text.HFTextEncoder.pools_target`)
+    :func:`~erc.extract.encoders.text.target_token_mask` (the target turn's non-special tokens; all
+    tokens where none is left), else every token. ``offsets`` / ``special``: the fast tokenizer's
+    offset mapping and special-tokens mask of each example."""
     out = []
     for offs, spec, span in zip(offsets, special, spans):
-        attn = torch.ones(1, len(spec), dtype=torch.bool)
-        if not windowed:
+        if not pools_target:
             out.append([1] * len(spec))
             continue
-        keep = target_token_mask(attn, torch.tensor([spec], dtype=torch.bool),
+        keep = target_token_mask(torch.ones(1, len(spec), dtype=torch.bool), torch.tensor([spec], dtype=torch.bool),
                                  torch.tensor([offs], dtype=torch.long).reshape(1, -1, 2), [span])
         out.append([int(k) for k in keep[0].tolist()])
     return out

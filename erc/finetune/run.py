@@ -55,7 +55,7 @@ def window_encoder(modality: str, model: str, cfg: FinetuneConfig, download: boo
     one-line errors) and builds the inputs (text window / audio segment) exactly as ``erc extract`` will."""
     if modality == "text":
         settings = {"context": str(cfg.context), "context_future": str(cfg.context_future),
-                    "speaker_names": str(cfg.speaker_names).lower(), "max_length": str(cfg.max_length)}
+                    "speaker_names": str(cfg.speaker_names).lower(), "max_length": str(cfg.max_length), **_pooling(cfg)}
     elif modality == "audio":
         settings = {"max_seconds": str(cfg.max_seconds)}
     else:
@@ -122,9 +122,9 @@ def _has_audio(u: Any) -> bool:
 NEW_HEAD = ("classifier.", "score.", "projector.", "pooler.")  # + any "<backbone>.pooler." key
 
 
-def _load_model(modality: str, enc: HFWeights, labels: list[str], pooling: str = "cls") -> tuple[Any, Any]:
-    """(model with a fresh ``len(labels)``-way head, tokenizer or feature extractor). Text with
-    ``pooling="target"``: a :class:`~erc.finetune.pooled.TargetMeanClassifier` around the
+def _load_model(modality: str, enc: HFWeights, labels: list[str], target: bool = False) -> tuple[Any, Any]:
+    """(model with a fresh ``len(labels)``-way head, tokenizer or feature extractor). ``target``
+    (text, ``pooling="target"``): a :class:`~erc.finetune.pooled.TargetMeanClassifier` around the
     ``AutoModel`` backbone."""
     from transformers import (AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification,
                               AutoModelForSequenceClassification, AutoTokenizer)
@@ -133,7 +133,6 @@ def _load_model(modality: str, enc: HFWeights, labels: list[str], pooling: str =
     w, kw = enc.resolve(), enc.pretrained_kwargs()
     head = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
             "label2id": {n: i for i, n in enumerate(labels)}, "ignore_mismatched_sizes": True}
-    target = modality == "text" and pooling == "target"
     auto = AutoModel if target else AutoModelForSequenceClassification if modality == "text" else AutoModelForAudioClassification
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # the new head's "newly initialized" notice: checked below instead
@@ -186,8 +185,8 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
         return done, True
     t0 = time.perf_counter()
     set_seed(cfg.seed)
-    target = modality == "text" and cfg.pooling == "target"
-    net, proc = _load_model(modality, enc, corpus.labels, cfg.pooling)
+    target = cfg.pooling == "target"  # text only: refused for audio above
+    net, proc = _load_model(modality, enc, corpus.labels, target)
     if modality == "text":
         if cfg.context > 0:
             proc.truncation_side = "left"  # cut the oldest context first, keep the target (as extraction)

@@ -153,8 +153,7 @@ class HFTextEncoder(HFLayerEncoder):
                              output_hidden_states=need_hidden)
             hidden = select_layers(out.hidden_states, self._layers) if need_hidden else out.last_hidden_state
             mask_dev = to_device(attn, self.device)
-            windowed = c.context > 0 or c.context_future > 0
-            target_pool = windowed and c.pool_over == "target" and c.pooling == "mean"
+            target_pool = c.pooling == "mean" and self.pools_target
             keep = target_token_mask(attn, special, offsets, [it.span for it in items]).numpy() \
                 if (c.keep_frames or target_pool) else None
             pool_mask = to_device(torch.from_numpy(keep), self.device) if target_pool else mask_dev
@@ -173,6 +172,13 @@ class HFTextEncoder(HFLayerEncoder):
             frames = frames_np[i][keep[i]] if frames_np is not None and keep is not None else None
             results.append(Encoded(pooled_np[i], frames, None if layers is None else layers[i]))
         return results
+
+    @property
+    def pools_target(self) -> bool:
+        """Whether mean pooling averages the target turn's tokens only (:func:`target_token_mask`: a
+        context window and ``pool_over=target``) rather than every attended token."""
+        c = self.config
+        return (c.context > 0 or c.context_future > 0) and c.pool_over == "target"
 
     # ------------------------------------------------------------------ description
     def provenance(self) -> dict[str, Any]:
