@@ -61,12 +61,19 @@ TEXT = {  # dataset -> (cache group name, erc extract --set options)
 # - minilm-ft-target: TEXT's IEMOCAP window (2 past turns, the target, 1 next turn, speaker names)
 #   fine-tuned through the mean of the target turn's tokens (erc finetune --set pooling=target), the
 #   vector the frozen rows' extraction pools; the features are that mean.
+# - minilm-ft-cf: minilm-ft-target's recipe cross-fitted over 2 parts of the train dialogues (erc
+#   finetune --crossfit 2): each train utterance is encoded by the encoder fine-tuned on the other
+#   part, dev and test by the one on all of train (the minilm-ft-target encoder itself, reused when
+#   its folder is copied to <dir>/full). The heads then train on features no more fitted to their
+#   labels than the test ones are (the stacking overfit of minilm-ft*, benchmarks/REAL_TEXT.md).
 # mpnet uses MiniLM's windows (TEXT), not re-chosen on dev.
 ENCODERS = {
     "minilm": ("", "all-MiniLM-L6-v2, frozen"),
     "minilm-ft": ("-ft", "all-MiniLM-L6-v2 fine-tuned on the train labels: 8 past turns, first token"),
     "minilm-ft-target": ("-ft-target", "all-MiniLM-L6-v2 fine-tuned on the train labels: 2 past + 1 next turn, "
                                        "the target turn's token mean"),
+    "minilm-ft-cf": ("-ft-cf", "all-MiniLM-L6-v2 fine-tuned as minilm-ft-target, cross-fitted: each train utterance "
+                               "encoded by an encoder fine-tuned on the other half of the train dialogues"),
     "mpnet": ("-mpnet", "all-mpnet-base-v2, frozen"),
 }
 _CLS = ["--lr", "5e-5", "--context", "8", "--max-length", "128"]
@@ -74,8 +81,10 @@ _TARGET = ["--lr", "5e-5", "--context", "2", "--max-length", "128", "--set", "co
 FINETUNE = {  # feature set -> dataset -> erc finetune options; FT_DIR: the folder name under --models
     "minilm-ft": {"iemocap": ["--epochs", "4", *_CLS], "meld": ["--epochs", "3", *_CLS]},
     "minilm-ft-target": {"iemocap": ["--epochs", "4", *_TARGET], "meld": ["--epochs", "3", *_TARGET]},
+    "minilm-ft-cf": {"iemocap": ["--epochs", "4", *_TARGET, "--crossfit", "2"],
+                     "meld": ["--epochs", "3", *_TARGET, "--crossfit", "2"]},
 }
-FT_DIR = {"minilm-ft": "minilm-c8", "minilm-ft-target": "minilm-t21-target"}
+FT_DIR = {"minilm-ft": "minilm-c8", "minilm-ft-target": "minilm-t21-target", "minilm-ft-cf": "minilm-t21-target-x2"}
 
 DATASETS = {  # name -> (erc extract --dataset, root under --data)
     "iemocap": ("manifest", "iemocap/iemocap_text.csv"),
@@ -133,12 +142,27 @@ def finetune(dataset: str, data: Path, models: Path, seed: int, threads: int, en
            "--seed", str(seed), "--quiet", *options]
     subprocess.run(cmd, check=True, stdout=sys.stderr, env=_env(threads))
     rec = json.loads((out / "finetune.json").read_text())
+    if rec["kind"] == "crossfit":  # each encoder's own summary; the seconds of all of them
+        subs = {p["dir"]: _ft_summary(json.loads((out / p["dir"] / "finetune.json").read_text()), options, seed,
+                                     out / p["dir"])
+                for p in rec["parts"]}
+        return out, {"dir": _shown(out), "seed": seed, "options": options, "encoders": subs,
+                     "seconds": round(sum(v["seconds"] for v in subs.values()), 1)}
+    return out, _ft_summary(rec, options, seed, out)
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _ft_summary(rec: dict, options: list[str], seed: int, out: Path) -> dict:
+    """What the JSON keeps of one fine-tuning's finetune.json."""
     curve = [{"epoch": e["epoch"], "dev_weighted_f1": round(100 * e["weighted_f1"], 2)} for e in rec["dev_curve"]]
-    return out, {"dir": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out), "seed": seed,
-                 "options": options, "seconds": rec["seconds"], "precision": rec["precision"], "steps": rec["steps"],
-                 "best_epoch": rec["best_epoch"], "best_dev_weighted_f1": round(100 * rec["best_dev_weighted_f1"], 2),
-                 "dev_curve": curve, "resumed_from": rec.get("resumed_from"),
-                 "weights_sha256": rec["weights_sha256"], "base_weights_sha256": rec["base_model"]["weights_sha256"]}
+    return {"dir": _shown(out), "seed": seed, "options": options, "seconds": rec["seconds"],
+            "precision": rec["precision"], "steps": rec["steps"], "best_epoch": rec["best_epoch"],
+            "best_dev_weighted_f1": round(100 * rec["best_dev_weighted_f1"], 2), "dev_curve": curve,
+            "resumed_from": rec.get("resumed_from"), "weights_sha256": rec["weights_sha256"],
+            "base_weights_sha256": rec["base_model"]["weights_sha256"]}
 
 
 def extract(dataset: str, data: Path, cache: Path, threads: int, encoder: str = "minilm", model: str = "minilm") -> float:

@@ -23,6 +23,9 @@ def finetune(
     out: Path = typer.Option(..., help="Folder to write (from_pretrained + finetune.json); per fold: OUT/fold<k>."),
     folds: Optional[str] = typer.Option(None, help="'session' (leave-one-session-out) or K: one encoder per fold, "
                                         "trained on that fold's train part, as `erc train-head --folds` splits."),
+    crossfit: Optional[int] = typer.Option(None, help="K: cross-fitted features for the official split: one encoder "
+                                           "per part of the train dialogues, trained on the other parts (it encodes "
+                                           "its own part), plus one on all of train (it encodes dev and test)."),
     epochs: int = typer.Option(3, help="Epochs; the one with the best dev weighted F1 is kept."),
     lr: float = typer.Option(2e-5, help="Peak learning rate (AdamW, linear warm-up then decay)."),
     batch_size: int = typer.Option(16, help="Utterances per device step."),
@@ -60,11 +63,12 @@ def finetune(
     window_encoder(modality, str(model), cfg, download)  # an unknown or absent model: one line before the corpus is read
     corpus = load_dataset(dataset, root, parse_assignments(dataset_set))
     console = Console(stderr=True)
-    command = "erc finetune " + shlex.join(_args(dataset, root, modality, str(model), out, folds, cfg))
+    command = "erc finetune " + shlex.join(_args(dataset, root, modality, str(model), out, folds, cfg, crossfit))
     console.print(f"[bold]{corpus.name}[/]: fine-tuning {modality} encoder {escape(str(model))} "
-                  f"({'official split' if folds is None else f'--folds {folds}'}) -> {out}")
+                  f"({f'--folds {folds}' if folds else f'--crossfit {crossfit}' if crossfit else 'official split'}) -> {out}")
     try:
-        result = run_finetune(corpus, modality, str(model), out, cfg, folds, command, overwrite, download=download)
+        result = run_finetune(corpus, modality, str(model), out, cfg, folds, command, overwrite, download=download,
+                              crossfit=crossfit)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished epochs are checkpointed; re-run the same command to resume")
         raise typer.Exit(130) from None
@@ -74,7 +78,8 @@ def finetune(
         console.print(f"{name}: already fine-tuned with this configuration")
     for rec in result.records:
         split = rec.get("split", {})
-        where = f"fold {split['fold']}" if split.get("kind") == "fold" else "official split"
+        where = f"fold {split['fold']}" if split.get("kind") == "fold" else \
+            f"part {split['part']}" if split.get("kind") == "crossfit_part" else "official split"
         console.print(f"{where}: best epoch {rec.get('best_epoch')} dev W-F1 {100 * (rec.get('best_dev_weighted_f1') or 0):.2f} "
                       f"({len(rec['labels_seen']['train'])} train labels seen, {rec.get('seconds')} s)")
     flag = f"--{modality} {shlex.quote(str(out))}"
@@ -84,11 +89,13 @@ def finetune(
                   soft_wrap=True, highlight=False)
 
 
-def _args(dataset: str, root: str | None, modality: str, model: str, out: Path, folds: str | None, cfg: object) -> list[str]:
+def _args(dataset: str, root: str | None, modality: str, model: str, out: Path, folds: str | None, cfg: object,
+          crossfit: int | None = None) -> list[str]:
     from dataclasses import asdict
 
     args = ["--dataset", dataset] + (["--root", root] if root else []) + [f"--{modality}", model, "--out", str(out)]
     args += ["--folds", folds] if folds else []
+    args += ["--crossfit", str(crossfit)] if crossfit else []
     for k, v in asdict(cfg).items():  # type: ignore[call-overload]
         if k not in ("quiet",):
             args += ["--set", f"{k}={v}"]

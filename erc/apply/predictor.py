@@ -25,7 +25,7 @@ from erc.apply.conversations import Conversations, read_conversations
 from erc.corpus import Corpus
 from erc.device import is_cuda, resolve_device
 from erc.errors import UserError
-from erc.extract.encoders import encoder_from_attrs
+from erc.extract.finetuned import encoder_of_group
 from erc.extract.encoders.base import Encoder
 from erc.extract.in_memory import extract_in_memory
 from erc.extract.run import ProgressFn, RunConfig, extract
@@ -84,7 +84,7 @@ class Predictor:
             t0 = time.perf_counter()
             encs = []
             for modality in self.ensemble.encoders:
-                enc = encoder_from_attrs(modality, self.ensemble.groups.get(modality, {}).get("attrs", {}))
+                enc = encoder_of_group(modality, self.ensemble.groups.get(modality, {}).get("attrs", {}))
                 enc.check()
                 enc.load(self.device, fp16=is_cuda(self.device))
                 encs.append(enc)

@@ -9,16 +9,20 @@ whose labels it saw). ``erc extract --text DIR`` reads it like any local model; 
 - the text window the encoder was fine-tuned on (context, speaker names, length) and the pooling
   its classifier read (the first token, or the target turn's token mean) as the extraction's defaults (``--set text.*`` still wins);
 - per-fold folders (``erc finetune --folds``): ``DIR/finetune.json`` of kind ``folds`` lists
-  ``DIR/fold<k>``, and extraction writes one group per fold, named ``<name>@fold<k>``.
+  ``DIR/fold<k>``, and extraction writes one group per fold, named ``<name>@fold<k>``;
+- cross-fitted folders (``erc finetune --crossfit K``): ``DIR/finetune.json`` of kind ``crossfit``
+  lists ``DIR/part<k>`` and ``DIR/full``, and extraction writes one group whose rows each come from
+  an encoder that never saw their label (:mod:`erc.extract.crossfit`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from erc.errors import UserError
+from erc.extract.crossfit import CrossFitEncoder
 from erc.features.schema import fold_group_name
 
 if TYPE_CHECKING:
@@ -54,7 +58,10 @@ def read_record(folder: str | Path, unfinished_ok: bool = False) -> dict[str, An
 
 
 def record_of(encoder: Encoder) -> dict[str, Any] | None:
-    """The fine-tuning record of an encoder whose ``model`` is a fine-tuned folder, else None."""
+    """The fine-tuning record of an encoder whose ``model`` is a fine-tuned folder (or of a
+    cross-fitted encoder), else None."""
+    if isinstance(encoder, CrossFitEncoder):
+        return encoder.finetune_record()
     model = getattr(encoder.config, "model", "")
     if not model or not Path(str(model)).expanduser().is_dir():
         return None
@@ -92,6 +99,8 @@ def build_encoders(modality: str, name: str, overrides: dict[str, str] | None = 
     if record["kind"] == "single":
         return [e for e in [build_encoder(modality, name, settings)] if e is not None]
     base = overrides.get("name") or name.rstrip("/").split("/")[-1]
+    if record["kind"] == "crossfit":
+        return [_crossfit(modality, folder, record, {**settings, "name": base})]  # type: ignore[arg-type]
     out = []
     for fold in record.get("folds", []):
         sub = folder / fold["dir"]  # type: ignore[operator]
@@ -106,6 +115,58 @@ def build_encoders(modality: str, name: str, overrides: dict[str, str] | None = 
     return out
 
 
+def _finished(folder: Path, sub: dict[str, Any], what: str) -> dict[str, Any]:
+    record = read_record(folder / sub["dir"])
+    if record is None:
+        raise UserError(f"{folder / sub['dir']} has no {FINETUNE_JSON}: {what} did not finish; run "
+                        "`erc finetune` again with the same options to complete it")
+    return record
+
+
+def _crossfit(modality: str, folder: Path, record: dict[str, Any], settings: dict[str, str],
+              make: Callable[[Path], Encoder | None] | None = None) -> Encoder:
+    """The one encoder of a cross-fitted folder: each part's encoder on its held-out utterances,
+    ``full``'s on the rest. ``make``: builds a sub-folder's encoder (default: as ``--text DIR``
+    with ``settings``)."""
+    from erc.extract.encoders import build_encoder
+
+    build = make or (lambda sub: build_encoder(modality, str(sub), settings))
+    parts, records, full, full_record = [], [], None, {}
+    for sub in record.get("parts") or []:
+        rec = _finished(folder, sub, f"part {sub.get('part')}" if sub.get("part") is not None else sub["dir"])
+        enc = build(folder / sub["dir"])
+        if enc is None:
+            raise UserError(f"{folder / sub['dir']} is not an encoder")
+        if sub.get("part") is None:
+            full, full_record = enc, rec
+        else:
+            parts.append((enc, set(rec.get("held_out") or [])))
+            records.append(rec)
+    if full is None or not parts:
+        raise UserError(f"{folder}/{FINETUNE_JSON} lists no full encoder or no part; fine-tune again with --crossfit")
+    return CrossFitEncoder(folder, full, parts, record, records + [full_record])
+
+
+def encoder_of_group(modality: str, attrs: dict[str, Any]) -> Encoder:
+    """Rebuild the encoder that wrote a cache group from its attributes (``erc predict``): as
+    :func:`erc.extract.encoders.encoder_from_attrs`, and a cross-fitted group from its folder (new
+    conversations go to its ``full`` encoder, as dev and test did)."""
+    from erc.extract.encoders import encoder_from_attrs
+
+    if attrs.get("encoder_class") != CrossFitEncoder.__name__:
+        return encoder_from_attrs(modality, attrs)
+    config = attrs.get("config")
+    config = dict(json.loads(config) if isinstance(config, str) else config or {})
+    folder = Path(str(config.get("model", "")))
+    record = read_record(folder) if folder.is_dir() else None
+    if record is None or record.get("kind") != "crossfit":
+        raise UserError(f"the run's {modality} features come from the cross-fitted folder {folder}, which is gone "
+                        "or no longer cross-fitted; restore it, or train on another encoder's features")
+    sub_attrs = {**attrs, "encoder_class": config.get(CrossFitEncoder.SUB_CLASS)}
+    return _crossfit(modality, folder, record, {},
+                     lambda sub: encoder_from_attrs(modality, {**sub_attrs, "config": {**config, "model": str(sub)}}))
+
+
 def as_record(value: str | dict[str, Any]) -> dict[str, Any]:
     """A group's ``finetune`` attribute (a JSON string in a cache file, a dict in memory) as a dict."""
     return json.loads(value) if isinstance(value, str) else dict(value)
@@ -118,7 +179,10 @@ def describe_record(value: str | dict[str, Any]) -> str:
     seen = r.get("labels_seen") or {}
     split = r.get("split") or {}
     where = (f"fold {split.get('fold')} of {split.get('n_folds')} ({split.get('grouping')} grouping)"
-             if split.get("kind") == "fold" else "the official split")
+             if split.get("kind") == "fold" else
+             f"the official split, cross-fitted over {split.get('n_parts')} parts of train (each train utterance "
+             "encoded by an encoder that did not see its label)" if split.get("kind") == "crossfit" else
+             "the official split")
     return (f"from {base.get('model')} (weights sha256 {str(base.get('weights_sha256', ''))[:12]}) on "
             f"{r.get('dataset', {}).get('name')} {where}: labels of {len(seen.get('train', []))} train "
             f"utterances (trained on) and {len(seen.get('dev', []))} dev (epoch selection); best epoch "

@@ -31,7 +31,7 @@ from erc.finetune.config import FinetuneConfig
 from erc.finetune.examples import AudioCollator, AudioExamples, TextExamples
 from erc.finetune.pooled import TargetCollator, TargetMeanClassifier
 from erc.finetune.record import labels_seen, weights_sha256, write_record
-from erc.finetune.splits import SplitPlan, plan_splits
+from erc.finetune.splits import HELD, SplitPlan, crossfit_plans, plan_splits
 from erc.finetune.trainer import METRIC, WeightedTrainer, class_weights, compute_metrics, dev_curve, training_args
 from erc.features.atomic import write_atomic
 from erc.train.runs import lock_run_dir
@@ -235,6 +235,7 @@ def finetune_split(corpus: Corpus, modality: str, model: str, plan: SplitPlan, o
         "dataset": {"name": corpus.name, "root": corpus.root, "options": corpus.options,
                     "manifest_hash": corpus.manifest_hash(), "labels": corpus.labels},
         "split": plan.definition, "labels_seen": labels_seen([ids[r] for r in train], [ids[r] for r in dev]),
+        **({"held_out": [ids[r] for r in np.flatnonzero(plan.splits == HELD)]} if (plan.splits == HELD).any() else {}),
         "dev_curve": curve, "best_epoch": best.get("epoch"), "best_dev_weighted_f1": best.get(METRIC),
         "steps": int(trainer.state.global_step), "resumed_from": Path(last).name if last else None,
         "seconds": round(time.perf_counter() - t0, 1), "device": str(trainer.args.device),
@@ -271,30 +272,42 @@ def _local(w: Any, modality: str) -> str:
 
 def finetune(corpus: Corpus, modality: str, model: str, out: str | Path, cfg: FinetuneConfig, folds: str | None = None,
              command: str = "", overwrite: bool = False, callbacks: Sequence[Any] = (),
-             download: bool = False) -> FinetuneResult:
-    """Fine-tune on the official split into ``out``, or (``folds``: "session" or K) one encoder
-    per fold into ``out/fold<k>`` with ``out/finetune.json`` listing them. ``download``: fetch
-    the base model from the Hugging Face hub when it is not local (needs internet)."""
+             download: bool = False, crossfit: int | None = None) -> FinetuneResult:
+    """Fine-tune on the official split into ``out``; or (``folds``: "session" or K) one encoder
+    per fold into ``out/fold<k>``; or (``crossfit``: K) one encoder per part of the official train
+    into ``out/part<k>`` plus one on all of it into ``out/full``. Per fold or part,
+    ``out/finetune.json`` lists them. ``download``: fetch the base model from the Hugging Face hub
+    when it is not local (needs internet)."""
     out = Path(out)
-    plans = plan_splits(corpus, folds, cfg.dev_fraction, cfg.fold_seed)
+    if folds is not None and crossfit is not None:
+        raise UserError("--folds and --crossfit are two different splits; pass one of them")
+    plans = crossfit_plans(corpus, crossfit, cfg.dev_fraction, cfg.fold_seed) if crossfit is not None else \
+        plan_splits(corpus, folds, cfg.dev_fraction, cfg.fold_seed)
+    nested = folds is not None or crossfit is not None
     result = FinetuneResult(out, [])
     # one process writes a folder at a time (a second erc finetune into it stops naming the first's
     # pid); under torchrun the ranks share it, coordinated by the Trainer
     held = lock_run_dir(out) if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 else contextlib.nullcontext()
     with held:
         for plan in plans:
-            where = out if plan.fold is None else out / plan.name
+            where = out / plan.name if nested else out
             record, skipped = finetune_split(corpus, modality, model, plan, where, cfg, command, overwrite, callbacks,
                                              download)
             result.records.append(record)
             if skipped:
                 result.skipped.append(plan.name)
-    if folds is not None and all(result.records):
+    if nested and all(result.records):
         first = result.records[0]
-        write_record(out, {"kind": "folds", "modality": modality, "base_model": first["base_model"],
-                           "config": cfg.hashed(), "seed": cfg.seed, "input": first["input"],
-                           "dataset": first["dataset"], "command": command,
-                           "folds": [{"fold": p.fold, "dir": p.name, "split": p.definition,
-                                      "best_dev_weighted_f1": r.get("best_dev_weighted_f1")}
-                                     for p, r in zip(plans, result.records)]})
+        common = {"modality": modality, "base_model": first["base_model"], "config": cfg.hashed(), "seed": cfg.seed,
+                  "input": first["input"], "dataset": first["dataset"], "command": command}
+        if crossfit is not None:
+            write_record(out, {"kind": "crossfit", **common, "n_parts": crossfit,
+                               "parts": [{"part": p.definition.get("part"), "dir": p.name, "split": p.definition,
+                                          "best_dev_weighted_f1": r.get("best_dev_weighted_f1")}
+                                         for p, r in zip(plans, result.records)]})
+        else:
+            write_record(out, {"kind": "folds", **common,
+                               "folds": [{"fold": p.fold, "dir": p.name, "split": p.definition,
+                                          "best_dev_weighted_f1": r.get("best_dev_weighted_f1")}
+                                         for p, r in zip(plans, result.records)]})
     return result

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from erc.corpus import Corpus
+from erc.errors import UserError
 from erc.train.folds import FoldSpec, carve_dev, fold_splits, parse_folds, session_of
 
 
@@ -39,16 +40,46 @@ def dialogue_codes(corpus: Corpus) -> tuple[np.ndarray, list[str]]:
     return codes, list(index)
 
 
+HELD = "held"  # a cross-fit part's own train utterances: not trained on, encoded by its encoder
+
+
+def official_plan(corpus: Corpus, dev_fraction: float = 0.1) -> SplitPlan:
+    """The official split, dev carved from train as ``erc train-head`` does when there is none."""
+    codes, _ = dialogue_codes(corpus)
+    given = np.asarray([u.split for u in corpus.utterances], dtype=object)
+    splits = carve_dev(given, codes, dev_fraction)
+    carved = not (given == "dev").any()
+    return SplitPlan("official", splits, {"kind": "official", "dev_carved": carved,
+                                          "dev_fraction": dev_fraction if carved else None})
+
+
+def crossfit_plans(corpus: Corpus, parts: int, dev_fraction: float = 0.1, fold_seed: int = 0) -> list[SplitPlan]:
+    """``parts`` plans ``part<k>`` (the official train less part ``k``'s dialogues, which become
+    "held"; the same dev) then the official plan, named ``full``. The parts are a seeded shuffle
+    of the train dialogues dealt round-robin, so their sizes differ by at most one dialogue."""
+    if parts < 2:
+        raise UserError(f"--crossfit needs at least 2 parts; got {parts}")
+    official = official_plan(corpus, dev_fraction)
+    codes, _ = dialogue_codes(corpus)
+    train = np.unique(codes[official.splits == "train"])
+    if len(train) < parts:
+        raise UserError(f"{corpus.name} has {len(train)} train dialogues, fewer than --crossfit {parts} parts")
+    order = np.random.default_rng(fold_seed).permutation(train)
+    plans = []
+    for k in range(parts):
+        splits = official.splits.copy()
+        splits[np.isin(codes, order[k::parts]) & (splits == "train")] = HELD
+        plans.append(SplitPlan(f"part{k}", splits, {**official.definition, "kind": "crossfit_part", "n_parts": parts,
+                                                     "part": k, "fold_seed": fold_seed}))
+    return plans + [SplitPlan("full", official.splits, official.definition)]
+
+
 def plan_splits(corpus: Corpus, folds: str | None, dev_fraction: float = 0.1, fold_seed: int = 0) -> list[SplitPlan]:
     """The fine-tunings ``--folds`` asks for: one on the official split, or one per fold."""
     codes, names = dialogue_codes(corpus)
     n, grouping = parse_folds(folds)  # train-head's own reading of --folds (dialogue grouping, or session)
     if folds is None:
-        given = np.asarray([u.split for u in corpus.utterances], dtype=object)
-        splits = carve_dev(given, codes, dev_fraction)
-        carved = not (given == "dev").any()
-        return [SplitPlan("official", splits, {"kind": "official", "dev_carved": carved,
-                                                "dev_fraction": dev_fraction if carved else None})]
+        return [official_plan(corpus, dev_fraction)]
     if n is None:
         n = len(set(session_of(names).tolist()))
     plans = []

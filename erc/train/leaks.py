@@ -46,6 +46,8 @@ def _trained_on(record: Mapping[str, Any]) -> str:
     if split.get("kind") == "fold":
         return (f"fold {split.get('fold')} of {split.get('n_folds')} ({split.get('grouping')}, fold seed "
                 f"{split.get('fold_seed')})")
+    if split.get("kind") in ("crossfit", "crossfit_part"):
+        return f"the official split's train, cross-fitted over {split.get('n_parts')} parts"
     return "the official split" if split.get("kind") == "official" else "an unrecorded split"
 
 

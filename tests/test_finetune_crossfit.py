@@ -1,0 +1,111 @@
+"""erc finetune --crossfit K: encoders on parts of the official train, one cache group whose every
+train utterance is encoded by an encoder that never saw its label, and the leak guard on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from erc.extract.datasets.demo import load_demo
+from erc.features.reader import FeatureCache
+from erc.finetune.config import FinetuneConfig
+from erc.finetune.run import finetune
+from erc.finetune.splits import HELD, crossfit_plans, official_plan
+from tests.cli_utils import assert_one_line_error, run_erc_here
+from tests.tiny_models import save_tiny_bert
+
+SMALL = {"dialogues": "8", "seed": "3"}
+FAST = dict(batch_size=8, lr=1e-3, precision="fp32", device="cpu", max_length=48, context=2, quiet=True)
+DEMO = ("--dataset", "demo", "--set", "dataset.dialogues=8", "--set", "dataset.seed=3")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def crossfit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(demo root, the tiny BERT cross-fitted over 2 parts for 1 epoch, a cache with its group and
+    each sub-encoder's own group)."""
+    bert = save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    root = tmp_path_factory.mktemp("demo") / "demo"
+    load_demo(root, SMALL)
+    out = tmp_path_factory.mktemp("ft") / "cf"
+    finetune(load_demo(root, SMALL), "text", str(bert), out, FinetuneConfig(epochs=1, **FAST), crossfit=2)
+    cache = tmp_path_factory.mktemp("cache") / "demo.h5"
+    common = ("extract", *DEMO, "--root", str(root), "--audio", "none", "--video", "none", "--out", str(cache))
+    for folder, name in ((out, "cf"), (out / "part0", "p0"), (out / "part1", "p1"), (out / "full", "full")):
+        got = run_erc_here(*common, "--text", str(folder), "--set", f"text.name={name}")
+        assert got.code == 0, got.err
+    return root, out, cache
+
+
+def test_crossfit_parts_hold_out_disjoint_train_dialogues_and_keep_the_official_dev(tmp_path: Path) -> None:
+    corpus = load_demo(tmp_path / "demo", {"dialogues": "12", "seed": "1"})
+    official = official_plan(corpus)
+    plans = crossfit_plans(corpus, 3)
+    assert [p.name for p in plans] == ["part0", "part1", "part2", "full"]
+    assert np.array_equal(plans[-1].splits, official.splits)
+    train = official.splits == "train"
+    held = [p.splits == HELD for p in plans[:3]]
+    assert not (held[0] & held[1]).any() and not (held[1] & held[2]).any() and not (held[0] & held[2]).any()
+    assert np.array_equal(held[0] | held[1] | held[2], train)  # every train utterance held out exactly once
+    dialogues = np.asarray([u.dialogue_id for u in corpus.utterances])
+    for p, h in zip(plans, held):
+        assert h.any() and not set(dialogues[h]) & set(dialogues[p.splits == "train"])  # whole dialogues
+        assert np.array_equal(p.splits == "dev", official.splits == "dev")
+        assert np.array_equal(p.splits == "test", official.splits == "test")
+
+
+def test_a_crossfit_group_takes_each_row_from_the_encoder_that_did_not_see_its_label(
+        crossfit: tuple[Path, Path, Path]) -> None:
+    _, out, cache = crossfit
+    records = [json.loads((out / d / "finetune.json").read_text()) for d in ("part0", "part1", "full")]
+    with FeatureCache(cache) as fc:
+        ids = [str(u) for u in fc.utterances()["utterance_id"]]
+        got = {g: fc.pooled("text", g) for g in ("cf", "p0", "p1", "full")}
+        attrs = json.loads(fc.group("text", "cf").attrs["finetune"])
+    source = np.full(len(ids), "full", dtype=object)
+    for name, rec in zip(("p0", "p1"), records):
+        source[np.isin(ids, rec["held_out"])] = name
+    assert (source == "p0").any() and (source == "p1").any() and (source == "full").any()
+    for r, name in enumerate(source):  # equal up to batching (other padding, other batch-mates)
+        assert np.allclose(got["cf"][r], got[name][r], atol=1e-4), (r, name)
+        other = "full" if name != "full" else "p0"
+        assert not np.allclose(got["cf"][r], got[other][r], atol=1e-3), (r, other)
+    seen = {name: set(rec["labels_seen"]["train"]) for name, rec in zip(("p0", "p1", "full"), records)}
+    assert not any(ids[r] in seen[name] for r, name in enumerate(source))  # no row fitted to its own label
+    for name, rec in zip(("p0", "p1"), records):  # and a part's rows: not even its dev (selection) labels
+        assert not set(ids[r] for r in np.flatnonzero(source == name)) & set(rec["labels_seen"]["dev"])
+    assert attrs["kind"] == "crossfit" and len(attrs["encoders"]) == 3
+    assert set(attrs["labels_seen"]["train"]) == set(records[2]["labels_seen"]["train"])  # the union: all of train
+    assert not np.allclose(got["p0"], got["p1"])  # two encoders, two sets of weights
+
+
+def test_the_guard_passes_a_crossfit_group_on_the_official_split_and_refuses_folds(
+        crossfit: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _, _, cache = crossfit
+    common = ("train-head", "--features", str(cache), "--model", "mlp", "--seeds", "1", "--modalities", "t",
+              "--encoders", "text=cf", "--epochs", "1")
+    ok = run_erc_here(*common, "--out", str(tmp_path / "ok"))
+    assert ok.code == 0, ok.err
+    root, _, _ = crossfit  # erc predict rebuilds the cross-fitted encoder: the same corpus scores the same
+    pred = run_erc_here("predict", "--run", str(tmp_path / "ok" / "seed0"), "--dataset", "demo", "--root", str(root),
+                        "--set", "dataset.dialogues=8", "--set", "dataset.seed=3", "--device", "cpu",
+                        "--out", str(tmp_path / "pred.csv"), "--quiet")
+    assert pred.code == 0, pred.err
+    summary = json.loads((tmp_path / "ok" / "seed0" / "metrics.json").read_text())
+    assert f"test: W-F1 {100 * summary['test']['weighted_f1']:.2f}" in pred.out, pred.out
+    assert_one_line_error(run_erc_here(*common, "--folds", "3", "--out", str(tmp_path / "folds")),
+                          "had their labels seen", "cross-fitted over 2 parts")
+
+
+def test_crossfit_beside_folds_or_with_one_part_is_one_line(tmp_path: Path) -> None:
+    common = ("finetune", "--dataset", "demo", "--text", "minilm", "--out", str(tmp_path / "x"))
+    assert_one_line_error(run_erc_here(*common, "--crossfit", "2", "--folds", "3"), "--folds and --crossfit")
+    assert_one_line_error(run_erc_here(*common, "--crossfit", "1"), "at least 2 parts")
