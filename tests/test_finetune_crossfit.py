@@ -109,3 +109,44 @@ def test_crossfit_beside_folds_or_with_one_part_is_one_line(tmp_path: Path) -> N
     common = ("finetune", "--dataset", "demo", "--text", "minilm", "--out", str(tmp_path / "x"))
     assert_one_line_error(run_erc_here(*common, "--crossfit", "2", "--folds", "3"), "--folds and --crossfit")
     assert_one_line_error(run_erc_here(*common, "--crossfit", "1"), "at least 2 parts")
+
+
+def test_only_a_train_utterance_goes_to_a_part_encoder(crossfit: tuple[Path, Path, Path]) -> None:
+    """A new conversation whose utterance id repeats a held-out train id is encoded by ``full``."""
+    from erc.corpus import Utterance
+    from erc.extract.finetuned import build_encoders
+
+    _, out, _ = crossfit
+    (enc,) = build_encoders("text", str(out))
+    held = sorted(json.loads((out / "part1" / "finetune.json").read_text())["held_out"])[0]
+    for split, want in (("train", 1), ("test", -1)):
+        dlg = [Utterance(utterance_id=held, dialogue_id="d", turn=0, speaker="A", text="hi", label="", split=split)]
+        assert enc.prepare(dlg, 0)[0] == want
+
+
+def test_parts_of_another_crossfitting_are_refused_in_one_line(crossfit: tuple[Path, Path, Path],
+                                                               tmp_path: Path) -> None:
+    import shutil
+
+    from erc.errors import UserError
+    from erc.extract.finetuned import build_encoders
+    from erc.extract.provenance import group_config_hash
+
+    _, out, _ = crossfit
+    (enc,) = build_encoders("text", str(out))
+    copy = tmp_path / "cf"
+    shutil.copytree(out, copy)
+    path = copy / "part0" / "finetune.json"
+    rec = json.loads(path.read_text())
+    rec["held_out"] = rec["held_out"][1:]  # one train utterance left to the full encoder, which saw it
+    path.write_text(json.dumps(rec))
+    with pytest.raises(UserError, match="held out by no part"):
+        build_encoders("text", str(copy))
+    rec["held_out"] = rec["held_out"][:1] + rec["held_out"]
+    rec["split"]["part"] = 1
+    path.write_text(json.dumps(rec))
+    with pytest.raises(UserError, match="is not part 0 of 2"):
+        build_encoders("text", str(copy))
+    # the routing is part of the group's config hash: another split of the parts re-extracts
+    enc.parts[0] = (enc.parts[0][0], set(list(enc.parts[0][1])[1:]))
+    assert group_config_hash(enc, "float16") != group_config_hash(build_encoders("text", str(out))[0], "float16")

@@ -36,7 +36,7 @@ class CrossFitEncoder(Encoder):
                  record: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
         super().__init__(full.config)
         self.modality = full.modality  # type: ignore[misc]  # the class attribute of the wrapped encoders
-        self.folder = folder
+        self.folder = folder.expanduser().resolve()  # erc predict finds it from any working directory
         self.full = full
         self.parts = list(parts)
         self.record = record
@@ -59,8 +59,10 @@ class CrossFitEncoder(Encoder):
         return self.full.sort_key(utt)
 
     def prepare(self, dialogue: Sequence[Utterance], position: int) -> tuple[int, Any]:
-        """``(route, item)``: -1 for ``full``, else the part whose encoder prepared ``item``."""
-        route = self._route.get(dialogue[position].utterance_id, -1)
+        """``(route, item)``: -1 for ``full``, else the part whose encoder prepared ``item``. Only a
+        train utterance goes to a part (a new conversation whose id repeats a held-out one: ``full``)."""
+        utt = dialogue[position]
+        route = self._route.get(utt.utterance_id, -1) if utt.split == "train" else -1
         return route, self._sub(route).prepare(dialogue, position)
 
     def encode(self, items: list[tuple[int, Any]]) -> list[Encoded]:
@@ -91,6 +93,11 @@ class CrossFitEncoder(Encoder):
     def config_dict(self) -> dict[str, Any]:
         return {**self.full.config_dict(), "model": str(self.folder), "crossfit_parts": len(self.parts),
                 self.SUB_CLASS: type(self.full).__name__}
+
+    def routing_hash(self) -> str:
+        """What decides which encoder encodes each row (the parts' held-out ids): in the group's
+        config hash beside the weights, so a changed split re-extracts."""
+        return _ids_hash([_ids_hash(sorted(ids)) for _, ids in self.parts])
 
     def finetune_record(self) -> dict[str, Any]:
         """The group's ``finetune`` attribute: the cross-fit record, each encoder's own record (less

@@ -144,7 +144,31 @@ def _crossfit(modality: str, folder: Path, record: dict[str, Any], settings: dic
             records.append(rec)
     if full is None or not parts:
         raise UserError(f"{folder}/{FINETUNE_JSON} lists no full encoder or no part; fine-tune again with --crossfit")
+    _check_parts(folder, record, records, full_record)
     return CrossFitEncoder(folder, full, parts, record, records + [full_record])
+
+
+def _check_parts(folder: Path, record: dict[str, Any], parts: list[dict[str, Any]], full: dict[str, Any]) -> None:
+    """The part folders belong to this cross-fitting (a killed ``--overwrite`` re-run can leave
+    parts of another): the same corpus and configuration, parts 0..K-1 of K, held-out sets that do
+    not overlap and cover every train label ``full`` saw (else a train row would be encoded by
+    ``full``, which trained on it). A mismatch is a one-line UserError."""
+    k = record.get("n_parts")
+    redo = "; run the same `erc finetune --crossfit` again (with --overwrite) to rebuild them"
+    for i, rec in enumerate(parts):
+        split = rec.get("split") or {}
+        if split.get("kind") != "crossfit_part" or split.get("part") != i or split.get("n_parts") != k or \
+                rec.get("config") != full.get("config") or \
+                (rec.get("dataset") or {}).get("manifest_hash") != (full.get("dataset") or {}).get("manifest_hash"):
+            raise UserError(f"{folder}: part{i} is not part {i} of {k} of this cross-fitting{redo}")
+    held = [set(rec.get("held_out") or []) for rec in parts]
+    union = set().union(*held)
+    if sum(len(h) for h in held) != len(union):
+        raise UserError(f"{folder}: the parts' held-out utterances overlap{redo}")
+    uncovered = set((full.get("labels_seen") or {}).get("train", [])) - union
+    if uncovered:
+        raise UserError(f"{folder}: {len(uncovered)} train utterances are held out by no part (e.g. "
+                        f"{sorted(uncovered)[0]}), so the full encoder, which trained on them, would encode them{redo}")
 
 
 def encoder_of_group(modality: str, attrs: dict[str, Any]) -> Encoder:

@@ -46,8 +46,10 @@ def _trained_on(record: Mapping[str, Any]) -> str:
     if split.get("kind") == "fold":
         return (f"fold {split.get('fold')} of {split.get('n_folds')} ({split.get('grouping')}, fold seed "
                 f"{split.get('fold_seed')})")
-    if split.get("kind") in ("crossfit", "crossfit_part"):
+    if split.get("kind") == "crossfit":
         return f"the official split's train, cross-fitted over {split.get('n_parts')} parts"
+    if split.get("kind") == "crossfit_part":
+        return f"the official train less part {split.get('part')} of {split.get('n_parts')} (a cross-fit part)"
     return "the official split" if split.get("kind") == "official" else "an unrecorded split"
 
 
