@@ -51,13 +51,13 @@ def finetune(
     from erc.finetune.config import FinetuneConfig
     from erc.finetune.run import finetune as run_finetune
     from erc.finetune.run import window_encoder
+    from erc.finetune.splits import check_split_choice
 
     if dataset not in DATASETS:
         raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
     if (text is None) == (audio is None):
         raise UserError("erc finetune fine-tunes one encoder: pass --text ENCODER or --audio ENCODER")
-    if folds is not None and crossfit is not None:
-        raise UserError("--folds and --crossfit are two different splits; pass one of them")
+    check_split_choice(folds, crossfit)  # before the corpus is read
     modality, model = ("text", text) if text is not None else ("audio", audio)
     cfg = FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, context=context,
                          max_length=max_length, seed=seed, precision=precision, device=device, quiet=quiet)  # type: ignore[arg-type]

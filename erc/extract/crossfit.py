@@ -14,26 +14,26 @@ as for one encoder.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
 from erc.corpus import Utterance
 from erc.extract.encoders.base import Encoded, Encoder
+from erc.extract.seen import ids_sha256, labels_seen
 
 
 class CrossFitEncoder(Encoder):
     """Routes each utterance to the encoder that never saw its label.
 
     full: the encoder of ``DIR/full`` (its config is the group's: name, batch size, window).
-    parts: ``(encoder of DIR/part<k>, the utterance ids it encodes)`` per part.
+    parts: the encoder of each ``DIR/part<k>``.
     record: ``DIR/finetune.json`` (kind ``crossfit``); records: each sub-folder's finetune.json,
-    parts first, then full."""
+    parts first (their ``held_out`` ids are the utterances each encodes), then full."""
 
     SUB_CLASS = "crossfit_encoder_class"  # the config key naming the wrapped encoders' class (to rebuild them)
 
-    def __init__(self, folder: Path, full: Encoder, parts: Sequence[tuple[Encoder, set[str]]],
-                 record: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, folder: Path, full: Encoder, parts: Sequence[Encoder], record: dict[str, Any],
+                 records: Sequence[dict[str, Any]]) -> None:
         super().__init__(full.config)
         self.modality = full.modality  # type: ignore[misc]  # the class attribute of the wrapped encoders
         self.folder = folder.expanduser().resolve()  # erc predict finds it from any working directory
@@ -41,17 +41,18 @@ class CrossFitEncoder(Encoder):
         self.parts = list(parts)
         self.record = record
         self.records = list(records)
-        self._route = {uid: k for k, (_, ids) in enumerate(self.parts) for uid in ids}
+        self.held = [list(r.get("held_out") or []) for r in self.records[:len(self.parts)]]  # ids per part
+        self._route = {uid: k for k, ids in enumerate(self.held) for uid in ids}
 
     def _sub(self, route: int) -> Encoder:
-        return self.full if route < 0 else self.parts[route][0]
+        return self.full if route < 0 else self.parts[route]
 
     def check(self) -> None:
-        for enc in [self.full, *(e for e, _ in self.parts)]:
+        for enc in [self.full, *self.parts]:
             enc.check()
 
     def load(self, device: str, fp16: bool = False) -> None:
-        for enc in [self.full, *(e for e, _ in self.parts)]:
+        for enc in [self.full, *self.parts]:
             enc.load(device, fp16)
         self.device, self.fp16 = device, fp16
 
@@ -88,32 +89,25 @@ class CrossFitEncoder(Encoder):
 
     def provenance(self) -> dict[str, Any]:
         return {**self.full.provenance(), "crossfit": {"folder": str(self.folder), "n_parts": len(self.parts),
-                                                      "utterances_per_part": [len(ids) for _, ids in self.parts]}}
+                                                      "utterances_per_part": [len(ids) for ids in self.held]}}
 
     def config_dict(self) -> dict[str, Any]:
+        """The full encoder's config, the folder, the wrapped class and the routing (a hash of the
+        parts' held-out ids: in the group's config hash, so another split of the parts re-extracts)."""
         return {**self.full.config_dict(), "model": str(self.folder), "crossfit_parts": len(self.parts),
-                self.SUB_CLASS: type(self.full).__name__}
-
-    def routing_hash(self) -> str:
-        """What decides which encoder encodes each row (the parts' held-out ids): in the group's
-        config hash beside the weights, so a changed split re-extracts."""
-        return _ids_hash([_ids_hash(sorted(ids)) for _, ids in self.parts])
+                self.SUB_CLASS: type(self.full).__name__,
+                "crossfit_routing": ids_sha256([ids_sha256(sorted(ids)) for ids in self.held])}
 
     def finetune_record(self) -> dict[str, Any]:
         """The group's ``finetune`` attribute: the cross-fit record, each encoder's own record (less
         its id lists), the union of the labels they saw and one hash over their weights."""
         seen_train = sorted({u for r in self.records for u in r["labels_seen"]["train"]})
         seen_dev = sorted({u for r in self.records for u in r["labels_seen"]["dev"]})
-        weights = hashlib.sha256("\n".join(r.get("weights_sha256", "") for r in self.records).encode()).hexdigest()
+        weights = ids_sha256([r.get("weights_sha256", "") for r in self.records])
         full = self.records[-1]
         return {**self.record, "kind": "crossfit", "weights_sha256": weights,
                 "split": {"kind": "crossfit", "n_parts": len(self.parts), "full": full.get("split")},
-                "labels_seen": {"train": seen_train, "dev": seen_dev, "train_sha256": _ids_hash(seen_train),
-                                "dev_sha256": _ids_hash(seen_dev)},
+                "labels_seen": labels_seen(seen_train, seen_dev),
                 "best_epoch": full.get("best_epoch"), "best_dev_weighted_f1": full.get("best_dev_weighted_f1"),
                 "encoders": [{k: v for k, v in r.items() if k not in ("labels_seen", "held_out", "dev_curve")}
-                             | {"held_out_sha256": _ids_hash(r.get("held_out", []))} for r in self.records]}
-
-
-def _ids_hash(ids: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+                             | {"held_out_sha256": ids_sha256(r.get("held_out", []))} for r in self.records]}

@@ -103,10 +103,8 @@ def build_encoders(modality: str, name: str, overrides: dict[str, str] | None = 
         return [_crossfit(modality, folder, record, {**settings, "name": base})]  # type: ignore[arg-type]
     out = []
     for fold in record.get("folds", []):
+        _finished(folder, fold, f"fold {fold['fold']}")  # type: ignore[arg-type]
         sub = folder / fold["dir"]  # type: ignore[operator]
-        if read_record(sub) is None:
-            raise UserError(f"{sub} has no {FINETUNE_JSON}: fold {fold['fold']} did not finish; run "
-                            "`erc finetune` again with the same options to complete it")
         enc = build_encoder(modality, str(sub), {**settings, "name": fold_group_name(base, int(fold["fold"]))})
         if enc is not None:
             out.append(enc)
@@ -140,7 +138,7 @@ def _crossfit(modality: str, folder: Path, record: dict[str, Any], settings: dic
         if sub.get("part") is None:
             full, full_record = enc, rec
         else:
-            parts.append((enc, set(rec.get("held_out") or [])))
+            parts.append(enc)
             records.append(rec)
     if full is None or not parts:
         raise UserError(f"{folder}/{FINETUNE_JSON} lists no full encoder or no part; fine-tune again with --crossfit")

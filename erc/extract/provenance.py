@@ -38,10 +38,7 @@ def finetune_attrs(encoder: Encoder, weights_only: bool = False) -> dict[str, An
     record = record_of(encoder)
     if record is None:
         return {}
-    if weights_only:
-        routing = getattr(encoder, "routing_hash", None)  # a cross-fitted group: which encoder made each row
-        return {"finetuned_weights": record.get("weights_sha256", ""), **({"routing": routing()} if routing else {})}
-    return {"finetune": record}
+    return {"finetuned_weights": record.get("weights_sha256", "")} if weights_only else {"finetune": record}
 
 
 def token_attrs(encoder: Encoder) -> dict[str, int]:

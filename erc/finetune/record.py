@@ -6,7 +6,7 @@ import datetime as _dt
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from erc.extract.encoders.hf import WEIGHT_FILES
 from erc.extract.finetuned import FINETUNE_JSON
@@ -30,18 +30,6 @@ def weights_sha256(folder: str | Path) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest() if files else ""
-
-
-def ids_sha256(ids: Sequence[str]) -> str:
-    """sha256 of the ids, one a line, in the order given."""
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
-
-
-def labels_seen(train_ids: Sequence[str], dev_ids: Sequence[str]) -> dict[str, Any]:
-    """The utterances whose labels the encoder saw: trained on (``train``) and used to pick the
-    epoch (``dev``); the leak guard refuses to score either as test."""
-    return {"train": list(train_ids), "dev": list(dev_ids), "train_sha256": ids_sha256(train_ids),
-            "dev_sha256": ids_sha256(dev_ids)}
 
 
 def now() -> str:

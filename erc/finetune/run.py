@@ -27,11 +27,12 @@ from erc.extract.encoders import build_encoder
 from erc.extract.encoders.base import Encoder
 from erc.extract.encoders.hf import HFWeights, resolve_weights
 from erc.extract.finetuned import FINETUNE_JSON, read_record
+from erc.extract.seen import labels_seen
 from erc.finetune.config import FinetuneConfig
 from erc.finetune.examples import AudioCollator, AudioExamples, TextExamples
 from erc.finetune.pooled import TargetCollator, TargetMeanClassifier
-from erc.finetune.record import labels_seen, weights_sha256, write_record
-from erc.finetune.splits import HELD, SplitPlan, crossfit_plans, plan_splits
+from erc.finetune.record import weights_sha256, write_record
+from erc.finetune.splits import HELD, SplitPlan, check_split_choice, crossfit_plans, plan_splits
 from erc.finetune.trainer import METRIC, WeightedTrainer, class_weights, compute_metrics, dev_curve, training_args
 from erc.features.atomic import write_atomic
 from erc.train.runs import lock_run_dir
@@ -279,8 +280,7 @@ def finetune(corpus: Corpus, modality: str, model: str, out: str | Path, cfg: Fi
     ``out/finetune.json`` lists them. ``download``: fetch the base model from the Hugging Face hub
     when it is not local (needs internet)."""
     out = Path(out)
-    if folds is not None and crossfit is not None:
-        raise UserError("--folds and --crossfit are two different splits; pass one of them")
+    check_split_choice(folds, crossfit)
     plans = crossfit_plans(corpus, crossfit, cfg.dev_fraction, cfg.fold_seed) if crossfit is not None else \
         plan_splits(corpus, folds, cfg.dev_fraction, cfg.fold_seed)
     nested = folds is not None or crossfit is not None

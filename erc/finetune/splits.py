@@ -43,9 +43,16 @@ def dialogue_codes(corpus: Corpus) -> tuple[np.ndarray, list[str]]:
 HELD = "held"  # a cross-fit part's own train utterances: not trained on, encoded by its encoder
 
 
-def official_plan(corpus: Corpus, dev_fraction: float = 0.1) -> SplitPlan:
-    """The official split, dev carved from train as ``erc train-head`` does when there is none."""
-    codes, _ = dialogue_codes(corpus)
+def check_split_choice(folds: str | None, crossfit: int | None) -> None:
+    """``--folds`` and ``--crossfit`` exclude each other (one line)."""
+    if folds is not None and crossfit is not None:
+        raise UserError("--folds and --crossfit are two different splits; pass one of them")
+
+
+def official_plan(corpus: Corpus, dev_fraction: float = 0.1, codes: np.ndarray | None = None) -> SplitPlan:
+    """The official split, dev carved from train as ``erc train-head`` does when there is none
+    (``codes``: :func:`dialogue_codes`, when the caller has them)."""
+    codes = dialogue_codes(corpus)[0] if codes is None else codes
     given = np.asarray([u.split for u in corpus.utterances], dtype=object)
     splits = carve_dev(given, codes, dev_fraction)
     carved = not (given == "dev").any()
@@ -59,8 +66,8 @@ def crossfit_plans(corpus: Corpus, parts: int, dev_fraction: float = 0.1, fold_s
     of the train dialogues dealt round-robin, so their sizes differ by at most one dialogue."""
     if parts < 2:
         raise UserError(f"--crossfit needs at least 2 parts; got {parts}")
-    official = official_plan(corpus, dev_fraction)
     codes, _ = dialogue_codes(corpus)
+    official = official_plan(corpus, dev_fraction, codes)
     train = np.unique(codes[official.splits == "train"])
     if len(train) < parts:
         raise UserError(f"{corpus.name} has {len(train)} train dialogues, fewer than --crossfit {parts} parts")
@@ -79,7 +86,7 @@ def plan_splits(corpus: Corpus, folds: str | None, dev_fraction: float = 0.1, fo
     codes, names = dialogue_codes(corpus)
     n, grouping = parse_folds(folds)  # train-head's own reading of --folds (dialogue grouping, or session)
     if folds is None:
-        return [official_plan(corpus, dev_fraction)]
+        return [official_plan(corpus, dev_fraction, codes)]
     if n is None:
         n = len(set(session_of(names).tolist()))
     plans = []
