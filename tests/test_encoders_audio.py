@@ -14,11 +14,6 @@ from erc.extract.encoders.audio import HFAudioEncoder, MelEncoder
 from tests.media_utils import tone, write_mp4, counter_frames, write_wav
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def dialogue(tmp_path_factory: pytest.TempPathFactory) -> list[Utterance]:
     """Three utterances: a 2 s wav, a 0.7 s wav, and the [1.0, 2.2] s segment of an mp4."""

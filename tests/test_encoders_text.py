@@ -17,11 +17,6 @@ from tests.tiny_models import save_tiny_bert
 TEXTS = ["Hello there, how are you doing today?", "Fine.", "Great! Really great news, my friend.", ""]
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def dialogue() -> list[Utterance]:
     return [Utterance(f"u{i}", "d0", i, "AB"[i % 2], t, "neu", "train") for i, t in enumerate(TEXTS)]

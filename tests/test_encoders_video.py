@@ -29,11 +29,6 @@ needs_timm = pytest.mark.skipif(not _timm_loads(), reason="timm / torchvision no
                                 "(the optional 'vision' extra)")
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("video")

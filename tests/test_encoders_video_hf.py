@@ -16,11 +16,6 @@ from erc.extract.encoders.video_hf import HFVideoEncoder
 from tests.media_utils import face_frame, write_mp4
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from transformers import (ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification, ResNetModel,

@@ -29,12 +29,6 @@ SMALL = {"dialogues": "8", "seed": "3"}
 FAST = dict(batch_size=8, lr=1e-3, precision="fp32", device="cpu", max_length=48, context=3, quiet=True)
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer, 32-d BERT saved with MiniLM's tokenizer."""

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from erc.extract.datasets.demo import load_demo
 from erc.features.reader import FeatureCache
@@ -16,11 +15,6 @@ from erc.finetune.run import finetune
 from tests.cli_utils import run_erc_here
 
 SMALL = {"dialogues": "4", "seed": "5"}
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def _tiny_wav2vec2(folder: Path) -> Path:

@@ -22,12 +22,6 @@ FAST = dict(batch_size=8, lr=1e-3, precision="fp32", device="cpu", max_length=48
 DEMO = ("--dataset", "demo", "--set", "dataset.dialogues=8", "--set", "dataset.seed=3")
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def crossfit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(demo root, the tiny BERT cross-fitted over 2 parts for 1 epoch, a cache with its group and
@@ -150,3 +144,35 @@ def test_parts_of_another_crossfitting_are_refused_in_one_line(crossfit: tuple[P
     # the routing is part of the group's config hash: another split of the parts re-extracts
     enc.held[0] = enc.held[0][1:]
     assert group_config_hash(enc, "float16") != group_config_hash(build_encoders("text", str(out))[0], "float16")
+
+
+def test_a_crossfit_batch_holds_the_utterances_of_one_encoder(crossfit: tuple[Path, Path, Path]) -> None:
+    from erc.extract.finetuned import build_encoders
+    from erc.extract.plan import plan_batches
+
+    root, out, _ = crossfit
+    (enc,) = build_encoders("text", str(out))
+    utts = load_demo(root, SMALL).utterances
+    plan = plan_batches(enc, utts)
+    assert sorted(r for b in plan for r in b) == list(range(len(utts)))  # every row once
+    routes = [{enc.route(utts[r]) for r in b} for b in plan]
+    assert all(len(r) == 1 for r in routes)
+    assert {r for (r,) in routes} == {-1, 0, 1}
+
+
+def test_new_conversations_load_only_the_full_encoder(crossfit: tuple[Path, Path, Path]) -> None:
+    """erc predict on new conversations (routed to ``full``) never loads a part's weights; a
+    held-out train utterance loads its part on first use."""
+    from erc.corpus import Utterance
+    from erc.extract.finetuned import build_encoders
+
+    _, out, _ = crossfit
+    (enc,) = build_encoders("text", str(out))
+    enc.load("cpu")
+    held = sorted(json.loads((out / "part1" / "finetune.json").read_text())["held_out"])[0]
+    new = [Utterance(utterance_id=held, dialogue_id="d", turn=0, speaker="A", text="hi", label="", split="test")]
+    enc.encode([enc.prepare(new, 0)])
+    assert enc.full.model is not None and all(p.model is None for p in enc.parts)
+    train = [Utterance(utterance_id=held, dialogue_id="d", turn=0, speaker="A", text="hi", label="", split="train")]
+    enc.encode([enc.prepare(train, 0)])
+    assert enc.parts[1].model is not None and enc.parts[0].model is None

@@ -24,12 +24,6 @@ FAST = dict(batch_size=8, lr=1e-3, precision="fp32", device="cpu", max_length=48
             quiet=True)
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(tiny BERT, demo root, the BERT fine-tuned 1 epoch with pooling=target)."""

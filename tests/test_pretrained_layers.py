@@ -20,11 +20,6 @@ SMALL = {"extractor_dim": 12, "extractor_heads": 2, "extractor_ff": 24, "extract
          "layer_dim": 16, "layer_heads": 2, "layer_ff": 32, "patch_len": 16, "patch_bins": 16, "dropout": 0.0}
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def vit_dir(tmp_path_factory):
     from transformers import ViTConfig, ViTModel

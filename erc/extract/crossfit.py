@@ -14,6 +14,7 @@ as for one encoder.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,31 +44,50 @@ class CrossFitEncoder(Encoder):
         self.records = list(records)
         self.held = [list(r.get("held_out") or []) for r in self.records[:len(self.parts)]]  # ids per part
         self._route = {uid: k for k, ids in enumerate(self.held) for uid in ids}
+        self._loaded: set[int] = set()  # routes whose encoder is loaded (-1: full)
+        self._loading = threading.Lock()  # prepare runs on several threads
+
+    def route(self, utt: Utterance) -> int:
+        """-1 for ``full``, else the part that held ``utt`` out. Only a train utterance goes to a
+        part (a new conversation whose id repeats a held-out one goes to ``full``)."""
+        return self._route.get(utt.utterance_id, -1) if utt.split == "train" else -1
 
     def _sub(self, route: int) -> Encoder:
-        return self.full if route < 0 else self.parts[route]
+        """The encoder of ``route``, loaded the first time it is asked for after :meth:`load` (so
+        ``erc predict`` on new conversations, all routed to ``full``, never loads a part)."""
+        enc = self.full if route < 0 else self.parts[route]
+        if self._loaded and route not in self._loaded:
+            with self._loading:
+                if route not in self._loaded:
+                    enc.load(self.device, self.fp16)
+                    self._loaded.add(route)
+        return enc
 
     def check(self) -> None:
         for enc in [self.full, *self.parts]:
             enc.check()
 
     def load(self, device: str, fp16: bool = False) -> None:
-        for enc in [self.full, *self.parts]:
-            enc.load(device, fp16)
+        """Loads ``full`` now; each part on its first utterance."""
+        self.full.load(device, fp16)
         self.device, self.fp16 = device, fp16
+        self._loaded = {-1}
 
     def sort_key(self, utt: Utterance) -> float:
         return self.full.sort_key(utt)
 
+    def batch_group(self, utt: Utterance) -> int:
+        """One group per encoder, so that a batch is one forward pass of one encoder."""
+        return self.route(utt) + 1
+
     def prepare(self, dialogue: Sequence[Utterance], position: int) -> tuple[int, Any]:
-        """``(route, item)``: -1 for ``full``, else the part whose encoder prepared ``item``. Only a
-        train utterance goes to a part (a new conversation whose id repeats a held-out one: ``full``)."""
-        utt = dialogue[position]
-        route = self._route.get(utt.utterance_id, -1) if utt.split == "train" else -1
+        """``(route, item)``: the route (:meth:`route`) and the item its encoder prepared."""
+        route = self.route(dialogue[position])
         return route, self._sub(route).prepare(dialogue, position)
 
     def encode(self, items: list[tuple[int, Any]]) -> list[Encoded]:
-        """Each route's items through its encoder as one batch; results in the order given."""
+        """Each route's items through its encoder as one batch (the batch plan gives one route per
+        batch: :meth:`batch_group`); results in the order given."""
         out: list[Encoded | None] = [None] * len(items)
         for route in sorted({r for r, _ in items}):
             idx = [i for i, (r, _) in enumerate(items) if r == route]

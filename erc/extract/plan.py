@@ -6,6 +6,7 @@ the same plan and the same split."""
 from __future__ import annotations
 
 import heapq
+import itertools
 from typing import Sequence
 
 from erc.corpus import Corpus, Utterance
@@ -16,11 +17,14 @@ def plan_with_costs(encoder: Encoder, utterances: Sequence[Utterance]) -> tuple[
     """Row indices in batches of ``encoder.config.batch_size``, longest first (stable), so that
     padding inside a batch is small, and each batch's estimated cost: its padded size, batch
     length x the longest item's ``sort_key`` (tokens, seconds of audio ...), or its length when the
-    encoder gives no length (fixed-size inputs such as N video frames)."""
+    encoder gives no length (fixed-size inputs such as N video frames). Utterances of different
+    ``batch_group`` never share a batch (each group is planned on its own, in group order)."""
     keys = [float(encoder.sort_key(u)) for u in utterances]
-    order = sorted(range(len(utterances)), key=lambda i: (-keys[i], i))
+    groups = [int(encoder.batch_group(u)) for u in utterances]
+    order = sorted(range(len(utterances)), key=lambda i: (groups[i], -keys[i], i))
     size = max(1, int(encoder.config.batch_size))
-    plan = [order[i: i + size] for i in range(0, len(order), size)]
+    plan = [rows[i: i + size] for _, members in itertools.groupby(order, key=lambda i: groups[i])
+            for rows in [list(members)] for i in range(0, len(rows), size)]
     costs = [len(b) * (max(keys[i] for i in b) or 1.0) for b in plan]
     return plan, costs
 

@@ -59,6 +59,11 @@ class Encoder(ABC):
         """Length proxy used to build length-sorted batches (bigger = longer)."""
         return 0.0
 
+    def batch_group(self, utt: Utterance) -> int:
+        """Which batches ``utt`` may share: the batch plan never puts two groups in one batch (an
+        encoder whose utterances take different weights groups them by those weights). 0: any."""
+        return 0
+
     @abstractmethod
     def prepare(self, dialogue: Sequence[Utterance], position: int) -> Any:
         """CPU-side input of ``dialogue[position]``; thread-safe."""
