@@ -135,6 +135,13 @@ def test_guard_unit_counts_and_names_the_first_ids() -> None:
         leaks.check_no_label_leak(attrs, ["u1", "u2", "u9", "x", "u3", "u4"], "fold 2")
 
 
+def test_a_dev_utterance_an_encoder_trained_on_is_a_warning_naming_it() -> None:
+    attrs = {"text/a": {"finetune": json.dumps({"labels_seen": {"train": ["u1", "u2"], "dev": ["u9"]}})}}
+    assert leaks.dev_label_warning(attrs, ["u9", "x"]) is None  # its own dev: chosen on, not trained on
+    got = leaks.dev_label_warning(attrs, ["x", "u2", "u1"])
+    assert got is not None and got.startswith("2 of the 3 dev utterances") and "(u2, u1)" in got
+
+
 def test_per_fold_finetune_passes_each_fold_and_refuses_another_folds_group(tiny_bert: Path, demo_root: Path,
                                                                             cache: Path, tmp_path: Path) -> None:
     corpus = load_demo(demo_root, SMALL)
@@ -247,13 +254,18 @@ def test_session_folds_refuse_official_features_and_run_on_per_session_ones(tiny
         assert res.code == 0, res.err
     data = DialogueData(cache_path, {"text": "off"})
     leaks.check_data(data)  # carved dev + official test: clean
+    assert leaks.dev_warning(data) is None  # dev carved as the fine-tuning carved it
+    other = leaks.dev_warning(DialogueData(cache_path, {"text": "off"}, dev_fraction=0.4))
+    assert other is not None and "dev utterances were trained on by the fine-tuned encoder of text/off" in other
     with pytest.raises(UserError, match="session"):
         leaks.check_fold_groups(data, 3, "session")
     with FeatureCache(cache_path) as fc:
         available = {"text": fc.encoders("text")}
     for k in range(3):
-        leaks.check_data(DialogueData(cache_path, leaks.fold_encoders(available, {"text": "per@fold0"}, k),
-                                      folds=FoldSpec(3, k, "session")))
+        fold = DialogueData(cache_path, leaks.fold_encoders(available, {"text": "per@fold0"}, k),
+                            folds=FoldSpec(3, k, "session"))
+        leaks.check_data(fold)
+        assert leaks.dev_warning(fold) is None  # each fold's dev carved as its fine-tuning's
     # the same through erc train-head: refused on the official fine-tuning, run on the per-session ones
     common = ("train-head", "--model", "gru", "--features", str(cache_path), "--folds", "session", "--epochs", "1",
               "--seeds", "1", "--device", "cpu", "--quiet", "--set", "hidden=8")

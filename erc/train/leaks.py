@@ -73,6 +73,24 @@ def check_no_label_leak(groups_attrs: Mapping[str, Mapping[str, Any]], scored_te
                 "<name>@fold<k> group) or with a frozen encoder")
 
 
+def dev_label_warning(groups_attrs: Mapping[str, Mapping[str, Any]], dev_ids: Sequence[str]) -> str | None:
+    """A warning (not an error: test is unaffected) when an utterance of ``dev_ids``, the rows a run
+    selects its epoch on, was TRAINED on by the encoder of a group in ``groups_attrs``: its dev
+    scores and chosen epoch are then optimistic. It happens when a run carves dev from train
+    otherwise than the fine-tuning did (another ``dev_fraction`` or fold seed). None when clean."""
+    for group, attrs in groups_attrs.items():
+        record = _record(attrs)
+        trained = set(((record or {}).get("labels_seen") or {}).get("train", []))
+        hit = [u for u in dev_ids if u in trained]
+        if hit:
+            more = ", ..." if len(hit) > SHOW else ""
+            return (f"{len(hit)} of the {len(dev_ids)} dev utterances were trained on by the fine-tuned encoder of "
+                    f"{group} ({', '.join(hit[:SHOW])}{more}): the dev scores and the epoch chosen on them are "
+                    "optimistic (test is not affected); carve dev as the fine-tuning did (its dev_fraction and "
+                    "fold seed, in finetune.json)")
+    return None
+
+
 def group_attrs_of(data: DialogueData) -> dict[str, dict[str, Any]]:
     """"modality/group" -> attributes of each encoder group ``data`` reads."""
     return {f"{m}/{data.encoders[m]}": dict(g.attrs) for m, g in data.groups.items()}
@@ -82,6 +100,12 @@ def scored_test_ids(data: DialogueData) -> list[str]:
     """Ids of the labelled utterances of ``data``'s current "test" split (what a run scores)."""
     rows = data.utterances_in("test")
     return [data.utterance_ids[r] for r in rows if int(data.y[r]) >= 0]
+
+
+def dev_warning(data: DialogueData) -> str | None:
+    """:func:`dev_label_warning` on ``data``'s current dev split (its labelled utterances)."""
+    dev = [data.utterance_ids[r] for r in data.utterances_in("dev") if int(data.y[r]) >= 0]
+    return dev_label_warning(group_attrs_of(data), dev)
 
 
 def check_data(data: DialogueData, where: str | None = None) -> None:

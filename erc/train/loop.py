@@ -33,7 +33,7 @@ from erc.train.dialogues import DialogueData, resolve_encoders
 from erc.train.finite import Diverged, check_predictions, check_step, grad_norm
 from erc.train.folds import FoldSpec
 from erc.train.inference import prediction_frame, split_probs
-from erc.train.leaks import check_data
+from erc.train.leaks import check_data, dev_warning
 from erc.train.metrics import classification_metrics, weighted_f1
 from erc.train.predictions import write_predictions
 from erc.train.progress import progress_bar
@@ -217,7 +217,7 @@ def _train_new(data: DialogueData, spec: HeadSpec, cfg: TrainConfig, out: Path, 
         config = {**identity, "head_config": config_dict(head.config), "overrides": spec.overrides,
                   "config_hash": chash, "inputs": asdict(inputs), "labels": data.labels, "modalities": list(data.encoders),
                   "run_dir": str(out), "device": str(device), "head_resolved": head.resolved,
-                  "warnings": list(head.warnings)}
+                  "warnings": list(head.warnings) + [w for w in [dev_warning(data)] if w]}
         for w in config["warnings"]:
             warnings.warn(w, stacklevel=2)
         write_json(out / "config.json", config)
