@@ -88,6 +88,8 @@ def test_the_guard_passes_a_crossfit_group_on_the_official_split_and_refuses_fol
               "--encoders", "text=cf", "--epochs", "1")
     ok = run_erc_here(*common, "--out", str(tmp_path / "ok"))
     assert ok.code == 0, ok.err
+    config = json.loads((tmp_path / "ok" / "seed0" / "config.json").read_text())
+    assert not any("dev utterances" in w for w in config["warnings"])  # no part or full trained on dev
     root, _, _ = crossfit  # erc predict rebuilds the cross-fitted encoder: the same corpus scores the same
     pred = run_erc_here("predict", "--run", str(tmp_path / "ok" / "seed0"), "--dataset", "demo", "--root", str(root),
                         "--set", "dataset.dialogues=8", "--set", "dataset.seed=3", "--device", "cpu",
@@ -171,8 +173,25 @@ def test_new_conversations_load_only_the_full_encoder(crossfit: tuple[Path, Path
     enc.load("cpu")
     held = sorted(json.loads((out / "part1" / "finetune.json").read_text())["held_out"])[0]
     new = [Utterance(utterance_id=held, dialogue_id="d", turn=0, speaker="A", text="hi", label="", split="test")]
+    enc.ready(new)
     enc.encode([enc.prepare(new, 0)])
     assert enc.full.model is not None and all(p.model is None for p in enc.parts)
     train = [Utterance(utterance_id=held, dialogue_id="d", turn=0, speaker="A", text="hi", label="", split="train")]
+    enc.ready(train)
     enc.encode([enc.prepare(train, 0)])
     assert enc.parts[1].model is not None and enc.parts[0].model is None
+
+
+def test_a_part_that_cannot_load_stops_the_extraction_in_one_line(crossfit: tuple[Path, Path, Path],
+                                                                  tmp_path: Path) -> None:
+    """Not a failed row per utterance: the part loads on the main thread, and its error is the run's."""
+    import shutil
+
+    root, out, _ = crossfit
+    copy = tmp_path / "cf"
+    shutil.copytree(out, copy)
+    for f in (copy / "part0").glob("*.safetensors"):
+        f.write_bytes(b"not a model")
+    got = run_erc_here("extract", *DEMO, "--root", str(root), "--audio", "none", "--video", "none",
+                       "--out", str(tmp_path / "c.h5"), "--text", str(copy))
+    assert_one_line_error(got, "part0")

@@ -14,7 +14,6 @@ as for one encoder.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,7 +44,6 @@ class CrossFitEncoder(Encoder):
         self.held = [list(r.get("held_out") or []) for r in self.records[:len(self.parts)]]  # ids per part
         self._route = {uid: k for k, ids in enumerate(self.held) for uid in ids}
         self._loaded: set[int] = set()  # routes whose encoder is loaded (-1: full)
-        self._loading = threading.Lock()  # prepare runs on several threads
 
     def route(self, utt: Utterance) -> int:
         """-1 for ``full``, else the part that held ``utt`` out. Only a train utterance goes to a
@@ -53,25 +51,26 @@ class CrossFitEncoder(Encoder):
         return self._route.get(utt.utterance_id, -1) if utt.split == "train" else -1
 
     def _sub(self, route: int) -> Encoder:
-        """The encoder of ``route``, loaded the first time it is asked for after :meth:`load` (so
-        ``erc predict`` on new conversations, all routed to ``full``, never loads a part)."""
-        enc = self.full if route < 0 else self.parts[route]
-        if self._loaded and route not in self._loaded:
-            with self._loading:
-                if route not in self._loaded:
-                    enc.load(self.device, self.fp16)
-                    self._loaded.add(route)
-        return enc
+        return self.full if route < 0 else self.parts[route]
 
     def check(self) -> None:
         for enc in [self.full, *self.parts]:
             enc.check()
 
     def load(self, device: str, fp16: bool = False) -> None:
-        """Loads ``full`` now; each part on its first utterance."""
+        """Loads ``full`` now; each part when a batch first needs it (:meth:`ready`)."""
         self.full.load(device, fp16)
         self.device, self.fp16 = device, fp16
         self._loaded = {-1}
+
+    def ready(self, utterances: Sequence[Utterance]) -> None:
+        """Loads the part encoders ``utterances`` route to, on the caller's thread (the extraction's
+        main thread: a load error stops the run as :meth:`load`'s would, and a CUDA device set for
+        the process's rank applies). So ``erc predict`` on new conversations, all routed to
+        ``full``, never loads a part."""
+        for route in sorted({self.route(u) for u in utterances} - self._loaded):
+            self._sub(route).load(self.device, self.fp16)
+            self._loaded.add(route)
 
     def sort_key(self, utt: Utterance) -> float:
         return self.full.sort_key(utt)

@@ -148,15 +148,20 @@ def run_batches(encoder: Encoder, corpus_rows: list[tuple[list[Utterance], int]]
         queue: collections.deque[tuple[int, Future]] = collections.deque()
         writes: collections.deque[tuple[int, Future]] = collections.deque()
         it = iter(batches)
+
+        def submit(b: int) -> Future:
+            encoder.ready([corpus_rows[r][0][corpus_rows[r][1]] for r in plan[b]])  # here: its errors stop the run
+            return pool.submit(_prepare_batch, encoder, corpus_rows, plan[b])
+
         for b in it:
-            queue.append((b, pool.submit(_prepare_batch, encoder, corpus_rows, plan[b])))
+            queue.append((b, submit(b)))
             if len(queue) >= max(1, cfg.prefetch):
                 break
         while queue:
             b, fut = queue.popleft()
             nxt = next(it, None)
             if nxt is not None:
-                queue.append((nxt, pool.submit(_prepare_batch, encoder, corpus_rows, plan[nxt])))
+                queue.append((nxt, submit(nxt)))
             rows, items, status = fut.result()
             encoded = _encode_batch(encoder, items, status)
             writes.append((len(rows), io.submit(store.write, b, BatchResult(rows, status, encoded), cfg.frame_dtype)))

@@ -84,10 +84,11 @@ def dev_label_warning(groups_attrs: Mapping[str, Mapping[str, Any]], dev_ids: Se
         hit = [u for u in dev_ids if u in trained]
         if hit:
             more = ", ..." if len(hit) > SHOW else ""
+            fraction = ((record or {}).get("config") or {}).get("dev_fraction")
+            how = f"dev_fraction {fraction}, the fine-tuning's" if fraction is not None else "the fine-tuning's split"
             return (f"{len(hit)} of the {len(dev_ids)} dev utterances were trained on by the fine-tuned encoder of "
                     f"{group} ({', '.join(hit[:SHOW])}{more}): the dev scores and the epoch chosen on them are "
-                    "optimistic (test is not affected); carve dev as the fine-tuning did (its dev_fraction and "
-                    "fold seed, in finetune.json)")
+                    f"optimistic (test is not affected); carve dev as the fine-tuning did ({how})")
     return None
 
 

@@ -59,6 +59,11 @@ class Encoder(ABC):
         """Length proxy used to build length-sorted batches (bigger = longer)."""
         return 0.0
 
+    def ready(self, utterances: Sequence[Utterance]) -> None:
+        """Called on the main thread before a batch of ``utterances`` is prepared: load what they
+        need that :meth:`load` left out (an encoder of several models loads each on first use).
+        Nothing by default."""
+
     def batch_group(self, utt: Utterance) -> int:
         """Which batches ``utt`` may share: the batch plan never puts two groups in one batch (an
         encoder whose utterances take different weights groups them by those weights). 0: any."""

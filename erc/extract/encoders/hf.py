@@ -143,10 +143,13 @@ class HFWeights:
     @contextlib.contextmanager
     def loading(self) -> Iterator[None]:
         """Around ``from_pretrained``: an ``OSError`` (offline with ``download=true``, an ``HF_HOME``
-        that is not a writable folder, a damaged model folder) becomes one line naming the model."""
+        that is not a writable folder, a damaged model folder) or a ``SafetensorError`` (a damaged
+        weights file) becomes one line naming the model."""
+        from safetensors import SafetensorError  # a damaged weights file (transformers' own dependency)
+
         try:
             yield
-        except OSError as e:
+        except (OSError, SafetensorError) as e:
             text = str(e).strip()
             first = text.splitlines()[0] if text else ""
             home = os.environ.get("HF_HOME") or "~/.cache/huggingface"
