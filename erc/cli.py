@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import errno
 import sys
+import warnings
+from typing import TextIO
 
 import typer
 
-from erc.errors import UserError
+from erc.errors import ErcWarning, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Multimodal emotion recognition in conversations: extract features once, train heads fast.")
@@ -48,10 +50,23 @@ _register()
 ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO}
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """erc's own warnings (:class:`ErcWarning`) as one ``erc: warning:`` line; others as Python shows them."""
+    if issubclass(category, ErcWarning):
+        print(f"erc: warning: {message}", file=file or sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``erc`` console script: a user mistake (a UserError, or an option click
     rejects) is one ``erc: error:`` line with exit 2; a full disk or a folder that turned read-only
-    mid-run is one line with exit 1."""
+    mid-run is one line with exit 1. erc's warnings are one ``erc: warning:`` line each."""
+    warnings.showwarning = _show_warning
     try:
         code = app(args=argv, prog_name="erc", standalone_mode=False)
     except typer.TyperException as e:  # what the option parser refuses (typer's own click)

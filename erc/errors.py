@@ -5,6 +5,11 @@ class UserError(Exception):
     """A mistake in the user's input (paths, names, options). Printed without a traceback."""
 
 
+class ErcWarning(UserWarning):
+    """Something the user should know that does not stop the run (a label seen by an encoder on
+    dev, pooled folds, a head's departure): the CLI prints it as one ``erc: warning:`` line."""
+
+
 class WeightsMissing(UserError):
     """Pretrained weights are not available locally."""
 

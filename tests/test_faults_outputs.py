@@ -170,3 +170,13 @@ def test_labels_outside_the_label_list_are_refused_naming_them(tmp_path) -> None
     cache = write_synthetic_cache(tmp_path / "c.h5", n_dialogues=8, lengths=(3, 4), unknown_label_rate=0.2, seed=3)
     res = _train(cache, tmp_path / "r")
     assert_one_line_error(res, "whose label is not in its label list", "'xxx'")
+
+
+def test_an_erc_warning_is_one_line_on_stderr(cache, tmp_path) -> None:
+    """Pooled (utterance) folds warn of their leak as one ``erc: warning:`` line, not Python's
+    two-line ``file:line: UserWarning`` form."""
+    got = _train(cache, tmp_path / "pooled", "--folds", "3", "--fold-grouping", "utterance")
+    assert got.code == 0, got.err
+    lines = [ln for ln in got.err.splitlines() if "leak" in ln]
+    assert lines and all(ln.startswith("erc: warning: ") for ln in lines), got.err
+    assert "UserWarning" not in got.err and "warnings.warn" not in got.err

@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from erc.errors import UserError
+from erc.errors import ErcWarning, UserError
 
 Grouping = Literal["dialogue", "utterance", "session"]
 GROUPINGS = ("dialogue", "utterance", "session")
@@ -123,7 +123,7 @@ def fold_splits(dialogue_codes: np.ndarray, spec: FoldSpec, dialogue_names: list
         return _session_splits(dialogue_codes, spec, dialogue_names, 0.1 if dev_fraction is None else dev_fraction)
     rng = np.random.default_rng(spec.seed)
     if spec.grouping == "utterance":
-        warnings.warn(LEAK_WARNING, stacklevel=2)
+        warnings.warn(LEAK_WARNING, ErcWarning, stacklevel=2)
         units = np.arange(len(dialogue_codes))
         unit_of = units
     else:

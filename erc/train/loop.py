@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from rich.progress import Progress
 
 from erc.config import config_hash
-from erc.errors import UserError
+from erc.errors import ErcWarning, UserError
 from erc.features.atomic import write_atomic
 from erc.features.reader import FeatureCache
 from erc.features.source import FeatureSource
@@ -219,7 +219,7 @@ def _train_new(data: DialogueData, spec: HeadSpec, cfg: TrainConfig, out: Path, 
                   "run_dir": str(out), "device": str(device), "head_resolved": head.resolved,
                   "warnings": list(head.warnings) + [w for w in [dev_warning(data)] if w]}
         for w in config["warnings"]:
-            warnings.warn(w, stacklevel=2)
+            warnings.warn(w, ErcWarning, stacklevel=2)
         write_json(out / "config.json", config)
         write_json(out / "provenance.json", data.provenance())
         where = f"{spec.name}/{spec.variant} seed {cfg.seed} in {out}"
