@@ -70,6 +70,8 @@ TEXT = {  # dataset -> (cache group name, erc extract --set options)
 #   of the train dialogues instead of half, so the train rows' features are nearer in quality to the
 #   dev / test ones from the full encoder (tried on MELD, whose half-data encoders were 4-5 dev
 #   points below the full one).
+# - minilm-ft-unw: minilm-ft-target without class weights in the fine-tuning's loss (tried on MELD,
+#   where the weighted loss trades the majority class, neutral, for the rare ones).
 # mpnet uses MiniLM's windows (TEXT), not re-chosen on dev.
 ENCODERS = {
     "minilm": ("", "all-MiniLM-L6-v2, frozen"),
@@ -78,6 +80,7 @@ ENCODERS = {
                                        "the target turn's token mean"),
     "minilm-ft-cf": ("-ft-cf", "all-MiniLM-L6-v2 fine-tuned as minilm-ft-target, cross-fitted: each train utterance "
                                "encoded by an encoder fine-tuned on the other half of the train dialogues"),
+    "minilm-ft-unw": ("-ft-unw", "all-MiniLM-L6-v2 fine-tuned as minilm-ft-target without class weights in the loss"),
     "minilm-ft-cf3": ("-ft-cf3", "all-MiniLM-L6-v2 fine-tuned as minilm-ft-target, cross-fitted over 3 parts: each "
                                  "train utterance encoded by an encoder fine-tuned on the other two thirds"),
     "mpnet": ("-mpnet", "all-mpnet-base-v2, frozen"),
@@ -89,11 +92,13 @@ FINETUNE = {  # feature set -> dataset -> erc finetune options; FT_DIR: the fold
     "minilm-ft-target": {"iemocap": ["--epochs", "4", *_TARGET], "meld": ["--epochs", "3", *_TARGET]},
     "minilm-ft-cf": {"iemocap": ["--epochs", "4", *_TARGET, "--crossfit", "2"],
                      "meld": ["--epochs", "3", *_TARGET, "--crossfit", "2"]},
+    "minilm-ft-unw": {"iemocap": ["--epochs", "4", *_TARGET, "--set", "class_weights=false"],
+                      "meld": ["--epochs", "3", *_TARGET, "--set", "class_weights=false"]},
     "minilm-ft-cf3": {"iemocap": ["--epochs", "4", *_TARGET, "--crossfit", "3"],
                       "meld": ["--epochs", "3", *_TARGET, "--crossfit", "3"]},
 }
 FT_DIR = {"minilm-ft": "minilm-c8", "minilm-ft-target": "minilm-t21-target", "minilm-ft-cf": "minilm-t21-target-x2",
-          "minilm-ft-cf3": "minilm-t21-target-x3"}
+          "minilm-ft-cf3": "minilm-t21-target-x3", "minilm-ft-unw": "minilm-t21-target-unw"}
 
 DATASETS = {  # name -> (erc extract --dataset, root under --data)
     "iemocap": ("manifest", "iemocap/iemocap_text.csv"),
