@@ -115,3 +115,28 @@ def test_missing_model_one_line() -> None:
     assert "\n" not in msg and "nobody-has/this-model-xyz" in msg and "--text" in msg
     with pytest.raises(WeightsMissing):
         build_encoder("text", "roberta-large").check()
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "bin"])
+def test_a_damaged_weights_file_is_one_line_naming_the_model(tiny_bert: Path, tmp_path: Path, kind: str) -> None:
+    """A truncated ``model.safetensors`` or ``pytorch_model.bin`` (a copy cut short) is a UserError
+    naming the folder, not a SafetensorError or unpickling traceback."""
+    import shutil
+
+    from transformers import BertModel
+
+    from erc.errors import UserError
+
+    folder = tmp_path / f"damaged-{kind}"
+    shutil.copytree(tiny_bert, folder)
+    if kind == "bin":
+        (folder / "model.safetensors").unlink()
+        BertModel.from_pretrained(tiny_bert).save_pretrained(folder, safe_serialization=False)
+    weights = folder / ("model.safetensors" if kind == "safetensors" else "pytorch_model.bin")
+    weights.write_bytes(weights.read_bytes()[:1000])
+    enc = build_encoder("text", str(folder), {"max_length": "64"})
+    enc.check()
+    with pytest.raises(UserError) as err:
+        enc.load("cpu")
+    msg = str(err.value)
+    assert "\n" not in msg and str(folder) in msg and "cannot be loaded" in msg

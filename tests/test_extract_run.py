@@ -126,3 +126,21 @@ def test_dialogue_positions_follow_rows_even_when_dialogues_interleave(tmp_path)
     corpus.utterances = corpus.utterances[::2] + corpus.utterances[1::2]  # rows no longer grouped
     for u, (dialogue, pos) in zip(corpus.utterances, dialogue_positions(corpus)):
         assert dialogue[pos] is u and all(x.dialogue_id == u.dialogue_id for x in dialogue)
+
+
+def test_load_seconds_count_an_encoder_that_loads_on_its_first_batch(tmp_path):
+    """A cross-fitted group's parts load in ``Encoder.ready``, after ``load``: their time is the
+    summary's load time, not encoding time (benchmarks/extract_speed.py subtracts it)."""
+    import time
+
+    class LateLoading(FakeAudioEncoder):
+        loaded_late = False
+
+        def ready(self, utterances) -> None:
+            if not self.loaded_late:
+                time.sleep(0.3)
+                self.loaded_late = True
+
+    corpus = fake_corpus(tmp_path)
+    [summary] = extract(corpus, [LateLoading(FakeConfig())], tmp_path / "c.h5", RunConfig(device="cpu"), "test")
+    assert summary.load_seconds >= 0.3 and summary.ok == 18

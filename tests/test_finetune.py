@@ -140,6 +140,9 @@ def test_a_dev_utterance_an_encoder_trained_on_is_a_warning_naming_it() -> None:
     assert leaks.dev_label_warning(attrs, ["u9", "x"]) is None  # its own dev: chosen on, not trained on
     got = leaks.dev_label_warning(attrs, ["x", "u2", "u1"])
     assert got is not None and got.startswith("2 of the 3 dev utterances") and "(u2, u1)" in got
+    both = leaks.dev_label_warning({**attrs, "audio/w": {"finetune": json.dumps({"labels_seen": {"train": ["u1"]}})}},
+                                   ["x", "u2", "u1"])
+    assert both is not None and "text/a (u2, u1), 1 by that of audio/w (u1):" in both  # every group is named
 
 
 def test_per_fold_finetune_passes_each_fold_and_refuses_another_folds_group(tiny_bert: Path, demo_root: Path,

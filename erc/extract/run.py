@@ -140,17 +140,22 @@ class BatchSink(Protocol):
 
 
 def run_batches(encoder: Encoder, corpus_rows: list[tuple[list[Utterance], int]], plan: list[list[int]],
-                batches: Sequence[int], store: BatchSink, cfg: RunConfig, done: Callable[[int], None]) -> None:
+                batches: Sequence[int], store: BatchSink, cfg: RunConfig, done: Callable[[int], None]) -> float:
     """Encode ``batches`` of ``plan`` into ``store``: worker threads decode up to ``cfg.prefetch``
     batches ahead, the encoder runs here, and one thread writes behind it (at most two batches
-    wait for their write, so memory stays bounded by the batch)."""
+    wait for their write, so memory stays bounded by the batch). Returns the seconds spent in
+    :meth:`Encoder.ready` (a cross-fitted group's part encoders loading on their first batch)."""
+    ready_seconds = 0.0
     with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool, ThreadPoolExecutor(max_workers=1) as io:
         queue: collections.deque[tuple[int, Future]] = collections.deque()
         writes: collections.deque[tuple[int, Future]] = collections.deque()
         it = iter(batches)
 
         def submit(b: int) -> Future:
+            nonlocal ready_seconds
+            t0 = time.perf_counter()
             encoder.ready([corpus_rows[r][0][corpus_rows[r][1]] for r in plan[b]])  # here: its errors stop the run
+            ready_seconds += time.perf_counter() - t0
             return pool.submit(_prepare_batch, encoder, corpus_rows, plan[b])
 
         for b in it:
@@ -169,6 +174,7 @@ def run_batches(encoder: Encoder, corpus_rows: list[tuple[list[Utterance], int]]
                 n, w = writes.popleft()
                 w.result()
                 done(n)
+    return ready_seconds
 
 
 @dataclass
@@ -218,7 +224,7 @@ def _encode(corpus: Corpus, gp: GroupPlan, batches: list[int], out: Path, cfg: R
     summary.load_seconds = time.perf_counter() - t_load
     store = ShardStore(out, enc.modality, enc.name)
     with disk_errors(out):
-        run_batches(enc, dialogue_positions(corpus), gp.plan, batches, store, cfg, done)
+        summary.load_seconds += run_batches(enc, dialogue_positions(corpus), gp.plan, batches, store, cfg, done)
 
 
 def _commit(writer: CacheWriter, gp: GroupPlan, corpus: Corpus, cfg: RunConfig, command: str,
