@@ -73,7 +73,7 @@ TEXT = {  # dataset -> (cache group name, erc extract --set options)
 # - minilm-ft-unw: minilm-ft-target without class weights in the fine-tuning's loss (tried on MELD,
 #   where the weighted loss trades the majority class, neutral, for the rare ones).
 # - mpnet-ft-target: all-mpnet-base-v2 fine-tuned with minilm-ft-target's recipe for one epoch (about
-#   5.5x MiniLM's time per step on 2 cores: 1 epoch on MELD is about 45 min), not cross-fitted.
+#   5.5x MiniLM's time per step on 2 cores: 1 epoch on MELD took 2346 s), not cross-fitted.
 # mpnet uses MiniLM's windows (TEXT), not re-chosen on dev.
 ENCODERS = {
     "minilm": ("", "all-MiniLM-L6-v2, frozen"),
@@ -300,7 +300,7 @@ def main() -> None:
     encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
     if bad := sorted(set(encoders) - set(ENCODERS)):
         ap.error(f"unknown feature set(s) {', '.join(bad)}; choose from {', '.join(ENCODERS)}")
-    if any("mpnet" in e for e in encoders) and not (args.mpnet / "config.json").is_file():
+    if "mpnet" in {BASE.get(e, e) for e in encoders} and not (args.mpnet / "config.json").is_file():
         ap.error(f"{args.mpnet} holds no model: run benchmarks/mpnet_model.py first")
 
     t_start = time.time()
@@ -308,15 +308,16 @@ def main() -> None:
                     "seeds": args.seeds, "jobs": args.jobs, "threads_per_job": args.threads, "precision": args.precision,
                     "finetune": {}, "datasets": {}}
     caches: dict[str, Path] = {}
+    models = {"minilm": "minilm", "mpnet": str(args.mpnet)}  # a frozen feature set's or a base's model
     threads = max(args.threads, args.jobs)
     for ds in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         cache = args.features / f"{ds}.h5"
         cache.parent.mkdir(parents=True, exist_ok=True)
         secs = {}
         for enc in encoders:
-            model = {"minilm": "minilm", "mpnet": str(args.mpnet)}.get(enc, "")
+            model = models.get(enc, "")
             if enc in FINETUNE:
-                base = {"minilm": "minilm", "mpnet": str(args.mpnet)}[BASE.get(enc, "minilm")]
+                base = models[BASE.get(enc, "minilm")]
                 folder, result["finetune"].setdefault(ds, {})[enc] = finetune(ds, args.data.resolve(), args.models,
                                                                                args.ft_seed, threads, enc,
                                                                                base)

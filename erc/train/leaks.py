@@ -78,25 +78,23 @@ def dev_label_warning(groups_attrs: Mapping[str, Mapping[str, Any]], dev_ids: Se
     selects its epoch on, was TRAINED on by the encoder of a group in ``groups_attrs``: its dev
     scores and chosen epoch are then optimistic. It happens when a run carves dev from train
     otherwise than the fine-tuning did (another ``dev_fraction`` or fold seed). None when clean."""
-    hits: list[tuple[int, str]] = []  # (how many, "group (first ids)") per group that trained on dev
-    how = "the fine-tuning's split"
+    hits: list[tuple[int, str, Any]] = []  # (how many, "group (first ids)", its dev_fraction) per group
     for group, attrs in groups_attrs.items():
         record = _record(attrs)
         trained = set(((record or {}).get("labels_seen") or {}).get("train", []))
         hit = [u for u in dev_ids if u in trained]
         if hit:
             more = ", ..." if len(hit) > SHOW else ""
-            hits.append((len(hit), f"{group} ({', '.join(hit[:SHOW])}{more})"))
             fraction = ((record or {}).get("config") or {}).get("dev_fraction")
-            if fraction is not None and len(hits) == 1:
-                how = f"dev_fraction {fraction}, the fine-tuning's"
-    if hits:
-        (n, first), rest = hits[0], hits[1:]
-        others = "".join(f", {m} by that of {named}" for m, named in rest)  # every group that trained on dev
-        return (f"{n} of the {len(dev_ids)} dev utterances were trained on by the fine-tuned encoder of "
-                f"{first}{others}: the dev scores and the epoch chosen on them are "
-                f"optimistic (test is not affected); carve dev as the fine-tuning did ({how})")
-    return None
+            hits.append((len(hit), f"{group} ({', '.join(hit[:SHOW])}{more})", fraction))
+    if not hits:
+        return None
+    (n, first, fraction), rest = hits[0], hits[1:]
+    others = "".join(f", {m} by that of {named}" for m, named, _ in rest)  # every group that trained on dev
+    how = f"dev_fraction {fraction}, the fine-tuning's" if fraction is not None else "the fine-tuning's split"
+    return (f"{n} of the {len(dev_ids)} dev utterances were trained on by the fine-tuned encoder of "
+            f"{first}{others}: the dev scores and the epoch chosen on them are "
+            f"optimistic (test is not affected); carve dev as the fine-tuning did ({how})")
 
 
 def group_attrs_of(data: DialogueData) -> dict[str, dict[str, Any]]:
